@@ -1,0 +1,51 @@
+# The front door: `make run` trains and serves locally, `make test` runs every test.
+# Each target sets up what it needs on a fresh machine first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MODEL_DIR ?= models
+SOURCES := training tests bench
+
+.PHONY: help venv run train test lint format bench clean
+
+help:
+	@echo "make run     train a model into ./$(MODEL_DIR)"
+	@echo "make test    lint, type-check and run every test"
+	@echo "make lint    ruff and mypy only"
+	@echo "make bench   benchmarks, each against its baseline"
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lint]'
+	touch $@
+
+venv: $(INSTALLED)
+
+train: $(INSTALLED)
+	$(BIN)/python -m training --model_uri $(MODEL_DIR)
+
+run: train
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects nothing: that is a failure here, never a pass.
+test: lint
+	@$(BIN)/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.model_format
+
+format: $(INSTALLED)
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
+
+clean:
+	rm -rf $(VENV) $(MODEL_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
