@@ -1,0 +1,121 @@
+"""The layout of a model store: where each file lives and what it contains.
+
+A store (a directory or an S3 prefix) holds::
+
+    latest.json                      the pointer: {"version", "metadata_sha256"}
+    versions/<version>/model.skops   the fitted estimator, in skops format
+    versions/<version>/metadata.json ModelMetadata, including the model file's sha256
+
+A version becomes visible only when the pointer names it, and the pointer is written
+last. Every read is verified along the chain pointer -> metadata -> model file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+POINTER_NAME: Final = "latest.json"
+VERSIONS_DIR: Final = "versions"
+MODEL_FILE: Final = "model.skops"
+METADATA_FILE: Final = "metadata.json"
+SCHEMA_VERSION: Final = 1
+
+# UTC time to the microsecond, then 6 random hex digits: fixed width, so versions
+# sort by time and no version can be a prefix of another.
+VERSION_PATTERN = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+def new_version(now: datetime | None = None) -> str:
+    """Return a fresh version id such as ``20261122T200549123456Z-3f9a1c``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(3)}"
+
+
+def is_version(name: str) -> bool:
+    return VERSION_PATTERN.fullmatch(name) is not None
+
+
+def version_key(version: str, filename: str) -> str:
+    """The path of one of a version's files, relative to the store's root."""
+    return f"{VERSIONS_DIR}/{version}/{filename}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Pointer(BaseModel):
+    """The content of ``latest.json``: which version is current."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(pattern=VERSION_PATTERN.pattern)
+    metadata_sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class Metrics(BaseModel):
+    """How the model scored on data it was not trained on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    confusion_matrix: list[list[int]]
+    cv_accuracy_mean: float
+    cv_accuracy_std: float
+    cv_folds: int
+    train_rows: int
+    test_rows: int
+
+
+class FeatureStats(BaseModel):
+    """One feature's distribution in the training split, the baseline for drift."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: float
+    max: float
+    mean: float
+    std: float
+
+
+class ModelCard(BaseModel):
+    """What training knows about a model: how it was made and how well it does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: str
+    hyperparameters: dict[str, int | float | str | None]
+    metrics: Metrics
+    feature_names: list[str]
+    class_names: list[str]
+    feature_stats: dict[str, FeatureStats]
+    random_state: int
+    test_fraction: float
+    dataset_sha256: str
+
+
+class ModelMetadata(ModelCard):
+    """A model card as published: it adds what the store records at publish time.
+
+    ``metadata.json`` holds one of these; a reader needs nothing else to trust and
+    explain the model beside it.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    version: str = Field(pattern=VERSION_PATTERN.pattern)
+    created_at: datetime
+    sklearn_version: str
+    python_version: str
+    model_file: Literal["model.skops"] = MODEL_FILE
+    model_format: Literal["skops"] = "skops"
+    model_sha256: str = Field(pattern=SHA256_PATTERN)
