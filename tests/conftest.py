@@ -1,0 +1,131 @@
+"""Fixtures shared by every test: a real S3 server and stores on both backends."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from training.settings import TrainingSettings
+from training.store import ModelStore, open_store
+from training.train import TrainedModel, train
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str
+
+    def environment(self) -> dict[str, str]:
+        """The IRIS_S3_* variables a Secret gives the training Job and predictor."""
+        return {
+            "IRIS_S3_ENDPOINT": self.endpoint,
+            "IRIS_S3_ACCESS_KEY_ID": self.access_key_id,
+            "IRIS_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server on 127.0.0.1: nanio, which verifies SigV4 signatures."""
+    port = free_port()
+    server = S3Server(
+        endpoint=f"http://127.0.0.1:{port}",
+        access_key_id="iris-test",
+        secret_access_key=secrets.token_urlsafe(24),
+    )
+    environment = {
+        **os.environ,
+        "NANIO_ACCESS_KEY": server.access_key_id,
+        "NANIO_SECRET_KEY": server.secret_access_key,
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nanio",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path_factory.mktemp("nanio")),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=environment,
+    )
+    try:
+        wait_for_port(port, process)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """Point this process's IRIS_S3_* settings at the test S3 server."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+@pytest.fixture
+def bucket_uri() -> str:
+    """A fresh bucket and prefix for one test."""
+    return f"s3://iris-{secrets.token_hex(4)}/models/iris"
+
+
+@pytest.fixture(params=["directory", "bucket"])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A model URI on each backend: a local directory, then an S3 bucket."""
+    if request.param == "directory":
+        return str(tmp_path / "models")
+    request.getfixturevalue("s3_env")
+    return str(request.getfixturevalue("bucket_uri"))
+
+
+@pytest.fixture
+def store(store_uri: str) -> ModelStore:
+    return open_store(store_uri)
+
+
+@pytest.fixture(scope="session")
+def trained() -> TrainedModel:
+    """A small forest trained on the real data set by the real training code."""
+    return train(TrainingSettings(n_estimators=5))

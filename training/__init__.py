@@ -1,0 +1,1 @@
+"""Train, evaluate, gate and publish the Iris classifier (``python -m training``)."""

@@ -1,0 +1,110 @@
+"""The training program's settings: each is a flag (``--n_estimators``) and an
+environment variable (``IRIS_N_ESTIMATORS``); a flag wins over the environment."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDict
+
+
+class TrainingSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IRIS_", cli_kebab_case=False, extra="forbid"
+    )
+
+    model_uri: str = Field(
+        "./models",
+        description="Where to publish: a directory (the PVC's /models) or "
+        "s3://bucket/prefix (endpoint and keys from IRIS_S3_*). Default ./models.",
+    )
+    algorithm: Literal["random_forest", "decision_tree"] = Field(
+        "random_forest", description="Which classifier to train. Default random_forest."
+    )
+    n_estimators: int = Field(
+        50, ge=1, le=1000, description="Trees in the random forest. Default 50."
+    )
+    max_depth: int | None = Field(
+        5, ge=1, description="Deepest a tree may grow; null for no limit. Default 5."
+    )
+    min_samples_split: int = Field(
+        10, ge=2, description="Fewest samples a node needs to be split. Default 10."
+    )
+    min_samples_leaf: int = Field(
+        5, ge=1, description="Fewest samples a leaf may hold. Default 5."
+    )
+    criterion: Literal["gini", "entropy", "log_loss"] = Field(
+        "gini", description="Split quality measure. Default gini."
+    )
+    test_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of rows held out for evaluation. Default 0.2.",
+    )
+    random_state: int = Field(
+        42, ge=0, description="Seed of the split and the estimator. Default 42."
+    )
+    cv_folds: int = Field(
+        5, ge=2, description="Cross-validation folds on the training part. Default 5."
+    )
+    min_accuracy: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Refuse to publish below this held-out accuracy. Default 0.9.",
+    )
+    force: bool = Field(
+        False,
+        description="Publish even if the current model scores better on the same "
+        "held-out rows. Default false.",
+    )
+    keep_versions: int = Field(
+        5,
+        ge=2,
+        description="Published versions to keep, the current one included; "
+        "at least 2 so a reader of the previous version is never cut off. Default 5.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log verbosity. Default INFO."
+    )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def parse_cli(
+    settings_class: type[S],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+) -> tuple[S, argparse.Namespace]:
+    """Add settings_class's fields to parser as flags, parse argv, build the settings.
+
+    A value wins from its flag, then its IRIS_* variable, then its default. An
+    invalid value exits with status 2 and a usage message, as argparse does.
+    """
+    cli: CliSettingsSource[argparse.Namespace] = CliSettingsSource(
+        settings_class, root_parser=parser
+    )
+    arguments = parser.parse_args(argv)
+    try:
+        settings = settings_class(_cli_settings_source=cli(parsed_args=arguments))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+        )
+        parser.error(f"invalid setting: {problems}")
+    return settings, arguments
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> TrainingSettings:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the Iris classifier, evaluate it, and publish it if it "
+        "passes the quality gate.",
+    )
+    settings, _ = parse_cli(TrainingSettings, parser, argv)
+    return settings

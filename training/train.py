@@ -1,0 +1,63 @@
+"""Fit and evaluate one classifier, and describe it in a model card."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from training.data import CLASS_NAMES, FEATURE_NAMES, IrisSplit, load_split
+from training.estimator import build_estimator, hyperparameters
+from training.evaluation import fit_and_evaluate
+from training.settings import TrainingSettings
+from training.store import ModelCard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    estimator: Any
+    card: ModelCard
+    split: IrisSplit
+
+
+def train(settings: TrainingSettings) -> TrainedModel:
+    split = load_split(settings.test_fraction, settings.random_state)
+    log.info(
+        "loaded iris rows=%d train=%d test=%d dataset_sha256=%s",
+        len(split.y_train) + len(split.y_test),
+        len(split.y_train),
+        len(split.y_test),
+        split.dataset_sha256,
+    )
+    parameters = hyperparameters(settings)
+    log.info(
+        "training algorithm=%s %s",
+        settings.algorithm,
+        " ".join(f"{name}={value}" for name, value in parameters.items()),
+    )
+    estimator = build_estimator(settings)
+    metrics = fit_and_evaluate(
+        estimator, split, settings.cv_folds, settings.random_state
+    )
+    log.info(
+        "evaluated accuracy=%.4f f1_macro=%.4f cv_accuracy_mean=%.4f "
+        "cv_accuracy_std=%.4f",
+        metrics.accuracy,
+        metrics.f1_macro,
+        metrics.cv_accuracy_mean,
+        metrics.cv_accuracy_std,
+    )
+    card = ModelCard(
+        algorithm=settings.algorithm,
+        hyperparameters=parameters,
+        metrics=metrics,
+        feature_names=FEATURE_NAMES,
+        class_names=CLASS_NAMES,
+        feature_stats=split.feature_stats(),
+        random_state=settings.random_state,
+        test_fraction=settings.test_fraction,
+        dataset_sha256=split.dataset_sha256,
+    )
+    return TrainedModel(estimator=estimator, card=card, split=split)
