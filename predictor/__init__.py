@@ -1,0 +1,1 @@
+"""Serve the published Iris model with KServe (``python -m predictor``)."""

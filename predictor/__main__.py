@@ -1,0 +1,63 @@
+"""``python -m predictor``: serve the published Iris model with KServe's ModelServer."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from predictor.inputs import InputLimits
+from predictor.model import IrisModel
+from predictor.server import IrisModelServer, configure_logging
+from predictor.settings import parse_settings
+from predictor.watcher import ModelWatcher
+from training.store import StoreError, open_store
+
+log = logging.getLogger("predictor")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, args = parse_settings(argv)
+    configure_logging(settings)
+    try:
+        store = open_store(settings.model_uri)
+    except StoreError as error:
+        log.error("cannot use the model store: %s", error)
+        return 2
+    model = IrisModel(
+        args.model_name,
+        InputLimits(
+            max_rows=settings.max_rows,
+            min_value=settings.min_feature_value,
+            max_value=settings.max_feature_value,
+        ),
+    )
+    watcher = ModelWatcher(store, model, settings.reload_interval_seconds)
+    # Load what is published now, so a server with a model is ready from its start.
+    watcher.check()
+    server = IrisModelServer(
+        watcher,
+        settings,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=args.workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+        timeout_keep_alive=args.timeout_keep_alive,
+    )
+    log.info(
+        "starting model=%s uri=%s port=%d ready=%s",
+        model.name,
+        store.uri,
+        args.http_port,
+        model.ready,
+    )
+    server.start([model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The Iris model as KServe serves it: a ``kserve.Model`` for the v1 and v2 protocols.
+
+The model being served can change while the server runs (``serve`` swaps in a newer
+version); each request reads ``self.serving`` once, so it is answered by one version
+from start to end.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from kserve import Model
+from kserve.errors import InvalidInput, ModelNotReady
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from predictor.inputs import InputLimits, V1Request, V2Request, parse_v1, parse_v2
+from predictor.metrics import (
+    MODEL_FEATURE_MEAN,
+    MODEL_INFO,
+    MODEL_READY,
+    MODEL_TRAINED,
+    prediction_stats,
+)
+from predictor.serving import Prediction, ServingModel
+from training.data import CLASS_NAMES, FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+
+class IrisModel(Model):
+    def __init__(self, name: str, limits: InputLimits) -> None:
+        super().__init__(name)
+        self.limits = limits
+        self.serving: ServingModel | None = None
+        self.stats = prediction_stats(name)
+        MODEL_READY.labels(name).set(0)
+
+    def serve(self, serving: ServingModel) -> None:
+        """Answer with this model from now on; requests under way finish on the old."""
+        previous = self.serving
+        self.serving = serving
+        self.ready = True
+        metadata = serving.metadata
+        MODEL_INFO.labels(self.name).info(
+            {"version": metadata.version, "algorithm": metadata.algorithm}
+        )
+        MODEL_TRAINED.labels(self.name).set(metadata.created_at.timestamp())
+        for feature, stats in metadata.feature_stats.items():
+            MODEL_FEATURE_MEAN.labels(self.name, feature).set(stats.mean)
+        MODEL_READY.labels(self.name).set(1)
+        log.info(
+            "serving model=%s version=%s previous=%s",
+            self.name,
+            serving.version,
+            previous.version if previous else None,
+        )
+
+    def load(self) -> bool:
+        # KServe calls load() to (re)load a model that is not ready; loading is the
+        # watcher's job, which does it in the background as versions appear.
+        return self.ready
+
+    def stop(self) -> None:
+        self.ready = False
+        MODEL_READY.labels(self.name).set(0)
+
+    def _current(self) -> ServingModel:
+        serving = self.serving
+        if serving is None:
+            raise ModelNotReady(self.name, "No model has been published yet.")
+        return serving
+
+    async def preprocess(
+        self,
+        payload: dict[str, Any] | InferRequest,
+        headers: dict[str, str] | None = None,
+    ) -> V1Request | V2Request:
+        if isinstance(payload, InferRequest):
+            return parse_v2(payload, self.limits)
+        return parse_v1(payload, self.limits)
+
+    def predict(
+        self, payload: V1Request | V2Request, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
+        if not isinstance(payload, V1Request | V2Request):
+            raise InvalidInput("the request could not be read")
+        serving = self._current()
+        prediction = serving.predict(payload.rows)
+        self.stats.record(payload.rows, prediction.labels, prediction.confidence)
+        if isinstance(payload, V2Request):
+            return self._v2_response(payload, prediction, serving.version)
+        if payload.probabilities:
+            return {"predictions": _detailed(prediction)}
+        return {"predictions": prediction.labels.tolist()}
+
+    def _v2_response(
+        self, request: V2Request, prediction: Prediction, version: str
+    ) -> InferResponse:
+        tensors = {
+            "predict": InferOutput(
+                "predict",
+                list(prediction.labels.shape),
+                "INT64",
+                prediction.labels.tolist(),
+            ),
+            "probabilities": InferOutput(
+                "probabilities",
+                list(prediction.probabilities.shape),
+                "FP64",
+                prediction.probabilities.ravel().tolist(),
+            ),
+        }
+        return InferResponse(
+            response_id=request.request_id or str(uuid.uuid4()),
+            model_name=self.name,
+            model_version=version,
+            infer_outputs=[tensors[name] for name in request.outputs],
+        )
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "input-0", "datatype": "FP32", "shape": [-1, len(FEATURE_NAMES)]}
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {
+                "name": "probabilities",
+                "datatype": "FP64",
+                "shape": [-1, len(CLASS_NAMES)],
+            },
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """What the model being served is: its metadata, as published."""
+        serving = self._current()
+        return {
+            "name": self.name,
+            "ready": self.ready,
+            **serving.metadata.model_dump(mode="json"),
+        }
+
+
+def _detailed(prediction: Prediction) -> list[dict[str, Any]]:
+    """Per row: the class id and label, its probability, and every class's."""
+    return [
+        {
+            "class_id": label,
+            "label": CLASS_NAMES[label],
+            "confidence": max(probabilities),
+            "probabilities": dict(zip(CLASS_NAMES, probabilities, strict=True)),
+        }
+        for label, probabilities in zip(
+            prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True
+        )
+    ]

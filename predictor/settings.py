@@ -1,0 +1,79 @@
+"""The predictor's settings: each is a flag (``--reload_interval_seconds``) and an
+environment variable (``IRIS_RELOAD_INTERVAL_SECONDS``); a flag wins.
+
+KServe's own flags (``--model_name``, ``--http_port``, ``--workers``, ...) come from
+``kserve.model_server.parser``; these are the ones this predictor adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Literal
+
+from kserve import model_server
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.settings import parse_cli
+
+MIB = 1024 * 1024
+
+
+class PredictorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IRIS_", cli_kebab_case=False, extra="forbid"
+    )
+
+    model_uri: str = Field(
+        "./models",
+        description="Where models are published: a directory (the PVC's /models) or "
+        "s3://bucket/prefix (endpoint and keys from IRIS_S3_*). Default ./models.",
+    )
+    reload_interval_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often to check the store for a new version. Default 10.",
+    )
+    max_body_bytes: int = Field(
+        MIB, ge=1024, description="Larger request bodies get 413. Default 1 MiB."
+    )
+    max_rows: int = Field(
+        10_000, ge=1, description="More rows in one request get 400. Default 10000."
+    )
+    min_feature_value: float = Field(
+        0.0, description="Smallest measurement accepted, in cm. Default 0."
+    )
+    max_feature_value: float = Field(
+        100.0, description="Largest measurement accepted, in cm. Default 100."
+    )
+    drain_seconds: float = Field(
+        3.0,
+        ge=0,
+        description="After SIGTERM, answer readiness with 503 but keep serving this "
+        "long before closing the listener, so load balancers stop sending first. "
+        "Default 3.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log verbosity of the predictor and KServe. Default INFO."
+    )
+    access_log: bool = Field(
+        False, description="Log every request (costs CPU per request). Default false."
+    )
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None,
+) -> tuple[PredictorSettings, argparse.Namespace]:
+    """Our settings, and KServe's flags as its parser reads them."""
+    parser = argparse.ArgumentParser(
+        prog="python -m predictor",
+        parents=[model_server.parser],
+        description="Serve the published Iris model with KServe's ModelServer.",
+    )
+    # This predictor's defaults for KServe flags: the model is "iris", gRPC is off
+    # unless asked for, and no per-request latency log line.
+    parser.set_defaults(
+        model_name="iris", enable_grpc=False, enable_latency_logging=False
+    )
+    return parse_cli(PredictorSettings, parser, argv)
