@@ -1,0 +1,118 @@
+"""Published models that must never be served, each broken in its own way."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import skops.io
+from sklearn.ensemble import RandomForestClassifier
+
+from training.store import ModelStore
+from training.store.directory import DirectoryStore
+from training.store.layout import MODEL_FILE, POINTER_NAME, VERSIONS_DIR, version_key
+from training.train import TrainedModel
+
+
+class WritesMarker:
+    """Unpickling this creates a file: proof that code in a model file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def forest(x: np.ndarray, y: np.ndarray) -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=3, random_state=0).fit(x, y)
+
+
+def publish_tampered(
+    store: ModelStore, trained: TrainedModel, tamper: Callable[[Path], object]
+) -> str:
+    """Publish a version whose model file was damaged before the pointer named it.
+
+    The version is published to a scratch store, damaged there, and then moved into
+    the real one the way a publish does it, so no reader can see it undamaged.
+    """
+    assert isinstance(store, DirectoryStore)
+    scratch = DirectoryStore(store.root.parent / f"scratch-{os.urandom(4).hex()}")
+    version = scratch.publish(trained.estimator, trained.card, 5).version
+    tamper(scratch.root / version_key(version, MODEL_FILE))
+    (store.root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+    os.rename(
+        scratch.root / VERSIONS_DIR / version, store.root / VERSIONS_DIR / version
+    )
+    os.replace(scratch.root / POINTER_NAME, store.root / POINTER_NAME)
+    return version
+
+
+def publish_broken(
+    kind: str, store: ModelStore, trained: TrainedModel, marker: Path
+) -> str:
+    """Publish one broken model; return what the predictor's log must say about it."""
+    x, y = trained.split.x_train, trained.split.y_train
+    whole = skops.io.dumps(trained.estimator, compression=zipfile.ZIP_DEFLATED)
+    card = trained.card
+    if kind == "missing":
+        version = publish_tampered(store, trained, Path.unlink)
+        return f"{version}/model.skops: missing"
+    if kind == "truncated":
+        version = publish_tampered(
+            store, trained, lambda path: path.write_bytes(whole[: len(whole) // 2])
+        )
+        return f"{version}/model.skops: sha256 "
+    if kind == "empty":
+        version = store.publish_file(b"", card, 5).version
+        return f"{version}/model.skops: not a readable skops file"
+    if kind == "random bytes":
+        version = store.publish_file(os.urandom(4096), card, 5).version
+        return f"{version}/model.skops: not a readable skops file"
+    if kind == "pickle":
+        version = store.publish_file(
+            pickle.dumps(WritesMarker(marker)), card, 5
+        ).version
+        return f"{version}/model.skops: not a readable skops file"
+    if kind == "untrusted type":
+        hostile = skops.io.dumps({"call": os.system, "argument": f"touch {marker}"})
+        version = store.publish_file(hostile, card, 5).version
+        return f"{version}/model.skops: refused to load: Untrusted types found"
+    if kind == "wrong object":
+        version = store.publish({"weights": [1, 2, 3]}, card, 5).version
+        return f"{version}/model.skops: rejected: holds a dict, expected a RandomForest"
+    if kind == "three features":
+        version = store.publish(forest(x[:, :3], y), card, 5).version
+        return f"{version}/model.skops: rejected: expects 3 features, expected 4"
+    if kind == "two classes":
+        keep = y < 2
+        version = store.publish(forest(x[keep], y[keep]), card, 5).version
+        return (
+            f"{version}/model.skops: rejected: predicts classes [0, 1], "
+            "expected [0, 1, 2]"
+        )
+    if kind == "wrong answers":
+        version = store.publish(forest(x, (y + 1) % 3), card, 5).version
+        return (
+            f"{version}/model.skops: rejected: "
+            "predicts versicolor for a textbook setosa"
+        )
+    raise ValueError(kind)
+
+
+BROKEN = [
+    "missing",
+    "truncated",
+    "empty",
+    "random bytes",
+    "pickle",
+    "untrusted type",
+    "wrong object",
+    "three features",
+    "two classes",
+    "wrong answers",
+]
