@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
-SOURCES := training tests bench
+SOURCES := training predictor tests bench
 
 .PHONY: help venv run train test lint format bench clean
 
 help:
-	@echo "make run     train a model into ./$(MODEL_DIR)"
+	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
 	@echo "make test    lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
 	@echo "make bench   benchmarks, each against its baseline"
@@ -27,7 +27,16 @@ venv: $(INSTALLED)
 train: $(INSTALLED)
 	$(BIN)/python -m training --model_uri $(MODEL_DIR)
 
+PORT ?= 8080
+CURL := curl -X POST localhost:$(PORT)/v1/models/iris:predict -H 'Content-Type: application/json' -d '{"instances": [[6.8, 2.8, 4.8, 1.4]]}'
+
 run: train
+	@echo
+	@echo "Serving on http://127.0.0.1:$(PORT) (Ctrl+C stops it). In another terminal:"
+	@echo
+	@echo "  $(CURL)"
+	@echo
+	$(BIN)/python -m predictor --model_uri $(MODEL_DIR) --http_port $(PORT)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check $(SOURCES)
@@ -42,6 +51,7 @@ test: lint
 
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.model_format
+	$(BIN)/python -m bench.bad_input
 
 format: $(INSTALLED)
 	$(BIN)/ruff format $(SOURCES)
