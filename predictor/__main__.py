@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_value=settings.max_feature_value,
         ),
     )
-    watcher = ModelWatcher(store, model, settings.reload_interval_seconds)
+    watcher = ModelWatcher(
+        store, model, settings.reload_interval_seconds, settings.evaluator
+    )
     # Load what is published now, so a server with a model is ready from its start.
     watcher.check()
     server = IrisModelServer(

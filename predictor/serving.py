@@ -7,16 +7,23 @@ it is an Iris classifier before it may serve.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
+from predictor.grid import MAX_CELLS, GridTooLarge, ThresholdGrid
 from training.data import CLASS_NAMES, FEATURE_NAMES
 from training.store import ModelMetadata, PublishedModel
+
+log = logging.getLogger(__name__)
+
+Evaluator = Literal["grid", "sklearn"]
 
 SERVABLE_TYPES = (RandomForestClassifier, DecisionTreeClassifier)
 # A textbook setosa (the first row of the data set): any Iris model gets it right.
@@ -44,20 +51,46 @@ class Prediction:
 class ServingModel:
     metadata: ModelMetadata
     estimator: Any
+    # "grid" (the estimator compiled into a ThresholdGrid) or "sklearn".
+    evaluator: str
+    predict_proba: Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
     @property
     def version(self) -> str:
         return self.metadata.version
 
     def predict(self, rows: NDArray[np.float64]) -> Prediction:
-        probabilities: NDArray[np.float64] = self.estimator.predict_proba(rows)
+        probabilities = self.predict_proba(rows)
         # argmax picks the first of equal maxima, as scikit-learn's predict does.
         return Prediction(
             labels=probabilities.argmax(axis=1), probabilities=probabilities
         )
 
 
-def prepare(published: PublishedModel) -> ServingModel:
+def compile_evaluator(
+    estimator: Any, evaluator: Evaluator, max_cells: int = MAX_CELLS
+) -> tuple[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]]:
+    """The fastest exact way to evaluate the estimator that works, and its name.
+
+    A grid that would be too large, or that disagrees with scikit-learn on a sample,
+    falls back to scikit-learn's own predict_proba, with a log line.
+    """
+    if evaluator == "sklearn":
+        return "sklearn", estimator.predict_proba
+    try:
+        grid = ThresholdGrid(estimator, max_cells)
+    except GridTooLarge as error:
+        log.warning("evaluator=sklearn reason=threshold grid too large: %s", error)
+        return "sklearn", estimator.predict_proba
+    sample = np.random.default_rng(0).uniform(0, 10, size=(256, len(FEATURE_NAMES)))
+    if not np.array_equal(grid.predict_proba(sample), estimator.predict_proba(sample)):
+        log.error("evaluator=sklearn reason=threshold grid disagrees with scikit-learn")
+        return "sklearn", estimator.predict_proba
+    log.info("evaluator=grid cells=%d", grid.cells)
+    return "grid", grid.predict_proba
+
+
+def prepare(published: PublishedModel, evaluator: Evaluator = "grid") -> ServingModel:
     """Check a loaded model is an Iris classifier, or raise ModelRejected saying why."""
     estimator, metadata = published.estimator, published.metadata
     if not isinstance(estimator, SERVABLE_TYPES):
@@ -85,14 +118,15 @@ def prepare(published: PublishedModel) -> ServingModel:
             f"predicts classes {classes.tolist()}, expected "
             f"{list(range(len(CLASS_NAMES)))}"
         )
-    model = ServingModel(metadata=metadata, estimator=estimator)
     try:
-        canary = model.predict(SETOSA_CANARY)
+        name, predict_proba = compile_evaluator(estimator, evaluator)
+        model = ServingModel(metadata, estimator, name, predict_proba)
+        canary = CLASS_NAMES[int(model.predict(SETOSA_CANARY).labels[0])]
     # A file can hold any structure skops trusts; whatever breaks, it cannot serve.
     except Exception as error:
-        raise ModelRejected(f"fails on a textbook setosa: {error}") from error
-    if CLASS_NAMES[int(canary.labels[0])] != "setosa":
         raise ModelRejected(
-            f"predicts {CLASS_NAMES[int(canary.labels[0])]} for a textbook setosa"
-        )
+            f"fails to predict: {type(error).__name__}: {error}"
+        ) from error
+    if canary != "setosa":
+        raise ModelRejected(f"predicts {canary} for a textbook setosa")
     return model

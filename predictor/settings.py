@@ -54,6 +54,12 @@ class PredictorSettings(BaseSettings):
         "long before closing the listener, so load balancers stop sending first. "
         "Default 3.",
     )
+    evaluator: Literal["grid", "sklearn"] = Field(
+        "grid",
+        description="grid: compile the model into an exact lookup table over its split "
+        "thresholds (scikit-learn's answers, hundreds of times faster); sklearn: call "
+        "scikit-learn's predict_proba. Default grid.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log verbosity of the predictor and KServe. Default INFO."
     )

@@ -12,7 +12,7 @@ import logging
 
 from predictor.metrics import MODEL_RELOADS
 from predictor.model import IrisModel
-from predictor.serving import ModelRejected, prepare
+from predictor.serving import Evaluator, ModelRejected, prepare
 from training.store import IntegrityError, ModelStore, StoreError
 from training.store.layout import MODEL_FILE, version_key
 
@@ -21,11 +21,16 @@ log = logging.getLogger(__name__)
 
 class ModelWatcher:
     def __init__(
-        self, store: ModelStore, model: IrisModel, interval_seconds: float
+        self,
+        store: ModelStore,
+        model: IrisModel,
+        interval_seconds: float,
+        evaluator: Evaluator = "grid",
     ) -> None:
         self.store = store
         self.model = model
         self.interval_seconds = interval_seconds
+        self.evaluator: Evaluator = evaluator
         self._seen_tag: str | None = None
 
     def check(self) -> None:
@@ -51,7 +56,7 @@ class ModelWatcher:
         if published is None:
             return
         try:
-            serving = prepare(published)
+            serving = prepare(published, self.evaluator)
         except ModelRejected as error:
             self._seen_tag = tag
             model_key = version_key(published.metadata.version, MODEL_FILE)
