@@ -7,6 +7,7 @@ an (N, 4) float64 array of finite measurements in the accepted range.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -124,13 +125,23 @@ def rows_to_matrix(instances: object, limits: InputLimits) -> NDArray[np.float64
 
 
 def _plain_rows(instances: list[Any]) -> NDArray[np.float64] | None:
-    """The common case, checked in bulk: every row a list of four JSON numbers."""
-    width = len(FEATURE_NAMES)
-    if not all(type(row) is list and len(row) == width for row in instances):
+    """The common case, checked in bulk: every row a list of four JSON numbers.
+
+    The checks run as ``set(map(...))`` so that the loops are in C: for 1000 rows
+    they cost a tenth of what Python-level loops would.
+    """
+    if set(map(type, instances)) != {list}:
         return None
-    if not {type(value) for row in instances for value in row} <= {float, int}:
+    if set(map(len, instances)) != {len(FEATURE_NAMES)}:
         return None
-    return np.array(instances, dtype=np.float64)
+    if not set(map(type, chain.from_iterable(instances))) <= {float, int}:
+        return None
+    values = np.fromiter(
+        chain.from_iterable(instances),
+        dtype=np.float64,
+        count=len(instances) * len(FEATURE_NAMES),
+    )
+    return values.reshape(len(instances), len(FEATURE_NAMES))
 
 
 def _row_values(index: int, row: object) -> list[float]:
@@ -174,6 +185,9 @@ def _number(where: str, value: object) -> float:
 
 def check_range(matrix: NDArray[np.float64], limits: InputLimits, where: str) -> None:
     """Refuse values that are not finite or outside the accepted range."""
+    # Two reductions settle the common case; NaN fails both comparisons.
+    if matrix.min() >= limits.min_value and matrix.max() <= limits.max_value:
+        return
     outside = (
         ~np.isfinite(matrix) | (matrix < limits.min_value) | (matrix > limits.max_value)
     )

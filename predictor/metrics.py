@@ -67,22 +67,27 @@ HTTP_DURATION = Histogram(
 )
 
 
-class _BatchHistogram:
-    """Bucket counts and a sum, added to a whole array at a time."""
+class _BatchHistograms:
+    """Bucket counts and sums of one histogram per column, added a matrix at a time."""
 
-    def __init__(self, edges: Sequence[float]) -> None:
+    def __init__(self, edges: Sequence[float], columns: int) -> None:
         self.edges = np.asarray(edges, dtype=np.float64)
-        self.counts = np.zeros(len(edges) + 1, dtype=np.int64)
-        self.total = 0.0
+        slots = len(edges) + 1
+        self.counts = np.zeros((columns, slots), dtype=np.int64)
+        self.totals = np.zeros(columns, dtype=np.float64)
+        self._offsets = np.arange(columns) * slots
 
     def add(self, values: NDArray[np.float64]) -> None:
+        """Count an (N, columns) matrix: one searchsorted and one bincount in all."""
         # side="left": a value equal to an edge belongs to that edge's bucket (le).
-        slots = np.searchsorted(self.edges, values, side="left")
-        self.counts += np.bincount(slots, minlength=len(self.counts))
-        self.total += float(values.sum())
+        slots = np.searchsorted(self.edges, values, side="left") + self._offsets
+        self.counts += np.bincount(slots.ravel(), minlength=self.counts.size).reshape(
+            self.counts.shape
+        )
+        self.totals += values.sum(axis=0)
 
-    def buckets(self) -> list[tuple[str, float]]:
-        cumulative = np.cumsum(self.counts)
+    def buckets(self, column: int) -> list[tuple[str, float]]:
+        cumulative = np.cumsum(self.counts[column])
         bounds = [*(f"{edge:g}" for edge in self.edges), "+Inf"]
         return list(zip(bounds, cumulative.astype(float).tolist(), strict=True))
 
@@ -94,8 +99,8 @@ class PredictionStats(Collector):
         self.model_name = model_name
         self._lock = threading.Lock()
         self._classes = np.zeros(len(CLASS_NAMES), dtype=np.int64)
-        self._confidence = _BatchHistogram(CONFIDENCE_BUCKETS)
-        self._features = [_BatchHistogram(FEATURE_BUCKETS_CM) for _ in FEATURE_NAMES]
+        self._confidence = _BatchHistograms(CONFIDENCE_BUCKETS, 1)
+        self._features = _BatchHistograms(FEATURE_BUCKETS_CM, len(FEATURE_NAMES))
 
     def record(
         self,
@@ -105,9 +110,8 @@ class PredictionStats(Collector):
     ) -> None:
         with self._lock:
             self._classes += np.bincount(labels, minlength=len(CLASS_NAMES))
-            self._confidence.add(confidence)
-            for histogram, column in zip(self._features, rows.T, strict=True):
-                histogram.add(column)
+            self._confidence.add(confidence[:, np.newaxis])
+            self._features.add(rows)
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         with self._lock:
@@ -124,7 +128,9 @@ class PredictionStats(Collector):
                 labels=["model_name"],
             )
             confidence.add_metric(
-                [self.model_name], self._confidence.buckets(), self._confidence.total
+                [self.model_name],
+                self._confidence.buckets(0),
+                float(self._confidence.totals[0]),
             )
             features = HistogramMetricFamily(
                 "iris_feature_value_centimeters",
@@ -132,9 +138,11 @@ class PredictionStats(Collector):
                 "the training distribution to see drift.",
                 labels=["model_name", "feature"],
             )
-            for name, histogram in zip(FEATURE_NAMES, self._features, strict=True):
+            for column, name in enumerate(FEATURE_NAMES):
                 features.add_metric(
-                    [self.model_name, name], histogram.buckets(), histogram.total
+                    [self.model_name, name],
+                    self._features.buckets(column),
+                    float(self._features.totals[column]),
                 )
         yield predictions
         yield confidence

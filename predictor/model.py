@@ -7,6 +7,7 @@ from start to end.
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from typing import Any
@@ -44,16 +45,24 @@ class IrisModel(Model):
         self.ready = True
         metadata = serving.metadata
         MODEL_INFO.labels(self.name).info(
-            {"version": metadata.version, "algorithm": metadata.algorithm}
+            {
+                "version": metadata.version,
+                "algorithm": metadata.algorithm,
+                "evaluator": serving.evaluator,
+            }
         )
         MODEL_TRAINED.labels(self.name).set(metadata.created_at.timestamp())
         for feature, stats in metadata.feature_stats.items():
             MODEL_FEATURE_MEAN.labels(self.name, feature).set(stats.mean)
         MODEL_READY.labels(self.name).set(1)
+        # The new model's objects live as long as it serves: keep them out of the
+        # cyclic collector's way, which otherwise walks them on every full collection.
+        gc.freeze()
         log.info(
-            "serving model=%s version=%s previous=%s",
+            "serving model=%s version=%s evaluator=%s previous=%s",
             self.name,
             serving.version,
+            serving.evaluator,
             previous.version if previous else None,
         )
 

@@ -142,6 +142,7 @@ def test_a_failed_reload_keeps_the_old_model_serving(
             model_name="iris",
             version=serving.version,
             algorithm="random_forest",
+            evaluator="grid",
         )
         == 1
     )

@@ -103,6 +103,7 @@ def test_metrics_count_what_was_asked_and_answered(
     assert metric("iris_http_request_duration_seconds_count", route=route) == 2
     text = server.request("GET", "/metrics")[1]
     assert (
-        'iris_model_info{algorithm="random_forest",model_name="iris",version="' in text
+        'iris_model_info{algorithm="random_forest",evaluator="grid",model_name="iris",'
+        'version="' in text
     )
     assert "_created" not in text
