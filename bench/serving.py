@@ -1,0 +1,214 @@
+"""Serving throughput and latency: the predictor against the baseline, same run.
+
+For each model (the default 50-tree forest, a 100-tree forest, the decision tree),
+the baseline (bench/baseline.py: a plain kserve.Model calling scikit-learn, as
+KServe's sklearnserver does, quiet logging) and then the predictor are started
+pinned to core 0, and wrk, pinned to core 1, drives them: 1-row requests at
+concurrency 1 and 16, and 1000-row requests. A bare ASGI app (bench/ceiling.py)
+shows the ceiling. Cold start and RSS after the load are measured too.
+
+``make bench`` or ``python -m bench.serving [--seconds N]``. Needs wrk
+(``apt-get install wrk``). Writes bench/results/serving.json and prints a table
+with the ratio predictor/baseline for every measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.servers import running
+from training.settings import TrainingSettings
+from training.store import open_store
+from training.train import train
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results" / "serving.json"
+ROW = [6.8, 2.8, 4.8, 1.4]
+MODELS = {
+    "rf50 (default)": TrainingSettings(),
+    "rf100": TrainingSettings(n_estimators=100),
+    "dt": TrainingSettings(algorithm="decision_tree"),
+}
+SERVERS = {"baseline": "bench.baseline", "iris": "predictor"}
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    rows: int
+    connections: int
+
+
+LOADS = [
+    Load("1 row, c=1", 1, 1),
+    Load("1 row, c=16", 1, 16),
+    Load("1000 rows, c=4", 1000, 4),
+]
+
+
+@dataclass(frozen=True)
+class Measured:
+    requests_per_second: float
+    rows_per_second: float
+    p50_ms: float
+    p99_ms: float
+
+
+def drive(port: int, load: Load, seconds: int, body_dir: Path) -> Measured:
+    """Run wrk on core 1 against the server; every answer must be a 200."""
+    body = body_dir / f"rows-{load.rows}.json"
+    body.write_text(json.dumps({"instances": [ROW] * load.rows}))
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{load.connections}",
+        f"-d{seconds}s",
+        "-s",
+        str(HERE / "wrk.lua"),
+        f"http://127.0.0.1:{port}/v1/models/iris:predict",
+    ]
+    output = subprocess.run(
+        pinned(1, command),
+        env={**os.environ, "WRK_BODY": str(body)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    summary = json.loads(output.strip().splitlines()[-1])
+    if summary["socket_errors"] or summary["status_errors"]:
+        raise RuntimeError(f"{load.name}: failed requests: {summary}")
+    rate = summary["requests"] / (summary["duration_us"] / 1e6)
+    return Measured(
+        requests_per_second=rate,
+        rows_per_second=rate * load.rows,
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+    )
+
+
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *command] if shutil.which("taskset") else command
+
+
+def rss_mb(port: int) -> float:
+    """Resident memory of the process listening on port, in MB."""
+    listening = subprocess.run(
+        ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    pid = listening.split("pid=")[1].split(",")[0]
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def measure(seconds: int) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
+        "seconds_per_load": seconds,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        bodies = Path(scratch)
+        with running("bench.ceiling", [], cpu=0) as (port, _):
+            drive(port, LOADS[1], 2, bodies)
+            results["ceiling"] = asdict(drive(port, LOADS[1], seconds, bodies))
+        for model, settings in MODELS.items():
+            store = bodies / model.split()[0]
+            trained = train(settings)
+            open_store(str(store)).publish(trained.estimator, trained.card, 5)
+            per_server: dict[str, Any] = {}
+            for server, module in SERVERS.items():
+                with running(module, ["--model_uri", str(store)], cpu=0) as (
+                    port,
+                    ready,
+                ):
+                    drive(port, LOADS[1], 2, bodies)
+                    per_server[server] = {
+                        "cold_start_s": ready,
+                        **{
+                            load.name: asdict(drive(port, load, seconds, bodies))
+                            for load in LOADS
+                        },
+                        "rss_mb": rss_mb(port),
+                    }
+                print(f"measured {model} {server}", flush=True)
+            results["models"][model] = per_server
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """A Markdown table: each measure for baseline and predictor, and their ratio."""
+    lines = [
+        f"{results['date']}, {results['machine']}, "
+        f"{results['seconds_per_load']} s per load",
+        "",
+        "| model | measure | baseline | iris | iris/baseline |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for model, servers in results["models"].items():
+        base, ours = servers["baseline"], servers["iris"]
+        for load in LOADS:
+            b, o = base[load.name], ours[load.name]
+            rate = "requests_per_second" if load.rows == 1 else "rows_per_second"
+            unit = "req/s" if load.rows == 1 else "rows/s"
+            lines += [
+                _row(model, f"{load.name} {unit}", b[rate], o[rate], "{:,.0f}"),
+                _row(model, f"{load.name} p50 ms", b["p50_ms"], o["p50_ms"]),
+                _row(model, f"{load.name} p99 ms", b["p99_ms"], o["p99_ms"]),
+            ]
+        lines += [
+            _row(model, "cold start s", base["cold_start_s"], ours["cold_start_s"]),
+            _row(model, "RSS MB", base["rss_mb"], ours["rss_mb"], "{:.0f}"),
+        ]
+    ceiling = results["ceiling"]
+    lines += [
+        "",
+        f"Ceiling (bare ASGI app, constant answer), 1 row, c=16: "
+        f"{ceiling['requests_per_second']:,.0f} req/s, p99 {ceiling['p99_ms']:.2f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def _row(
+    model: str, measure: str, base: float, ours: float, form: str = "{:.2f}"
+) -> str:
+    return (
+        f"| {model} | {measure} | {form.format(base)} | {form.format(ours)} | "
+        f"{ours / base:.2f}x |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench.serving needs wrk: apt-get install wrk")
+    results = measure(args.seconds)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
