@@ -21,6 +21,7 @@ from predictor.metrics import (
     MODEL_FEATURE_MEAN,
     MODEL_INFO,
     MODEL_READY,
+    MODEL_RELOADS,
     MODEL_TRAINED,
     prediction_stats,
 )
@@ -37,6 +38,9 @@ class IrisModel(Model):
         self.serving: ServingModel | None = None
         self.stats = prediction_stats(name)
         MODEL_READY.labels(name).set(0)
+        # Both results exist from the start, so increase() sees the first failure.
+        for result in ("success", "failure"):
+            MODEL_RELOADS.labels(name, result)
 
     def serve(self, serving: ServingModel) -> None:
         """Answer with this model from now on; requests under way finish on the old."""

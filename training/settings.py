@@ -13,7 +13,11 @@ from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDic
 
 class TrainingSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="IRIS_", cli_kebab_case=False, extra="forbid"
+        env_prefix="IRIS_",
+        cli_kebab_case=False,
+        extra="forbid",
+        # IRIS_MAX_DEPTH=null means no limit, as --max_depth null does.
+        env_parse_none_str="null",
     )
 
     model_uri: str = Field(

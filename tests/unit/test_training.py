@@ -91,6 +91,14 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.model_uri == "s3://models/iris"
 
 
+def test_null_means_no_depth_limit_from_the_environment_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IRIS_MAX_DEPTH", "null")
+
+    assert parse_settings([]).max_depth is None
+
+
 def test_a_bad_value_is_a_usage_error() -> None:
     result = run_training("--n_estimators", "0")
 
