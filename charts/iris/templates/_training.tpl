@@ -1,0 +1,86 @@
+{{/*
+The spec of a training Job, for the install/upgrade Job and the CronJob alike.
+*/}}
+{{- define "iris.trainingJobSpec" -}}
+backoffLimit: {{ .Values.training.backoffLimit }}
+activeDeadlineSeconds: {{ .Values.training.activeDeadlineSeconds }}
+ttlSecondsAfterFinished: {{ .Values.training.ttlSecondsAfterFinished }}
+podFailurePolicy:
+  rules:
+    # An eviction or a node drain is not the program failing: run again, uncounted.
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
+    # 2 bad setting, 3 below the minimum accuracy, 4 worse than the current model:
+    # training is deterministic, so a retry would refuse again. Fail the Job at once;
+    # its status names the exit code. 1 and 5 (store unreachable) are retried.
+    - action: FailJob
+      onExitCodes:
+        containerName: train
+        operator: In
+        values: [2, 3, 4]
+template:
+  metadata:
+    labels:
+      {{- include "iris.componentLabels" (dict "context" . "component" "training") | nindent 6 }}
+    {{- with .Values.training.podAnnotations }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    restartPolicy: Never
+    serviceAccountName: {{ include "iris.trainingServiceAccountName" . }}
+    automountServiceAccountToken: false
+    enableServiceLinks: false
+    {{- with .Values.imagePullSecrets }}
+    imagePullSecrets:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- include "iris.podSecurityContext" . | nindent 6 }}
+    containers:
+      - name: train
+        image: {{ include "iris.image" . }}
+        imagePullPolicy: {{ .Values.image.pullPolicy }}
+        command: ["python", "-m", "training"]
+        env:
+          {{- include "iris.storeEnv" . | trim | nindent 10 }}
+          {{- $settings := .Values.training.settings }}
+          {{- if eq (int $settings.maxDepth) 0 }}
+          {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
+          {{- end }}
+          {{- include "iris.settingsEnv" $settings | trim | nindent 10 }}
+        securityContext:
+          {{- include "iris.containerSecurityContext" . | nindent 10 }}
+        resources:
+          {{- toYaml .Values.training.resources | nindent 10 }}
+        volumeMounts:
+          - name: tmp
+            mountPath: /tmp
+          {{- if eq .Values.storage.type "pvc" }}
+          - name: models
+            mountPath: {{ include "iris.modelsMountPath" . }}
+          {{- end }}
+    volumes:
+      - name: tmp
+        emptyDir:
+          sizeLimit: {{ .Values.tmpSizeLimit }}
+      {{- if eq .Values.storage.type "pvc" }}
+      - name: models
+        persistentVolumeClaim:
+          claimName: {{ include "iris.modelsClaimName" . }}
+      {{- end }}
+    {{- with .Values.training.nodeSelector }}
+    nodeSelector:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.training.tolerations }}
+    tolerations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.training.affinity }}
+    affinity:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end }}
