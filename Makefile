@@ -8,13 +8,17 @@ INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
-.PHONY: help venv run train test lint format bench clean chart-tools
+.PHONY: help venv run train test lint format bench clean chart-tools \
+	image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
 	@echo "make test    lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
 	@echo "make bench   benchmarks, each against its baseline"
+	@echo "make kind-up a kind cluster running the whole system (needs docker, kind, kubectl, helm)"
+	@echo "make e2e     the end-to-end tests against that cluster"
+	@echo "make kind-down  delete the cluster"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +80,76 @@ bench: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
+
+# The cluster path (README, "Run on kind"); the kind e2e job in
+# .github/workflows/ci.yml runs these same targets.
+CLUSTER ?= iris
+NAMESPACE ?= iris
+RELEASE ?= iris
+IMAGE_REPOSITORY ?= iris
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+IMAGE := $(IMAGE_REPOSITORY):$(IMAGE_TAG)
+# pvc, or minio (the chart's bundled MinIO).
+STORAGE ?= pvc
+STORAGE_VALUES_pvc :=
+STORAGE_VALUES_minio := --values charts/iris/ci/minio-values.yaml
+METRICS_SERVER_CHART := 3.12.2
+PROMETHEUS_OPERATOR := v0.80.1
+OPERATOR_CRDS := https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$(PROMETHEUS_OPERATOR)/example/prometheus-operator-crd
+
+image:
+	docker build -t $(IMAGE) .
+
+kind-cluster:
+	kind get clusters | grep -qx $(CLUSTER) || \
+	  kind create cluster --name $(CLUSTER) --config k8s/kind-config.yaml --wait 120s
+
+kind-image: image kind-cluster
+	kind load docker-image $(IMAGE) --name $(CLUSTER)
+
+# metrics-server gives the HPA its CPU metrics (kind's kubelets serve self-signed
+# certificates); the prometheus-operator CRDs let the ServiceMonitor and the
+# PrometheusRule install.
+kind-addons: kind-cluster
+	helm upgrade --install metrics-server metrics-server \
+	  --repo https://kubernetes-sigs.github.io/metrics-server \
+	  --version $(METRICS_SERVER_CHART) --namespace kube-system \
+	  --set 'args={--kubelet-insecure-tls}' --wait
+	kubectl apply --server-side \
+	  -f $(OPERATOR_CRDS)/monitoring.coreos.com_servicemonitors.yaml \
+	  -f $(OPERATOR_CRDS)/monitoring.coreos.com_prometheusrules.yaml
+
+kind-install:
+	kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
+	kubectl label namespace $(NAMESPACE) pod-security.kubernetes.io/enforce=restricted --overwrite
+	helm upgrade --install $(RELEASE) charts/iris --namespace $(NAMESPACE) \
+	  --set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
+	  $(STORAGE_VALUES_$(STORAGE)) --wait --timeout 10m
+	helm test $(RELEASE) --namespace $(NAMESPACE) --logs
+
+kind-up: kind-image kind-addons kind-install
+
+kind-down:
+	kind delete cluster --name $(CLUSTER)
+
+# What a failed e2e run needs to be understood, found by the chart's own labels.
+kind-debug:
+	-kubectl --namespace $(NAMESPACE) get all,pvc,hpa,networkpolicy -o wide
+	-kubectl --namespace $(NAMESPACE) get events --sort-by=.lastTimestamp
+	-kubectl --namespace $(NAMESPACE) describe pods -l app.kubernetes.io/instance=$(RELEASE)
+	-for component in training predictor minio; do \
+	  kubectl --namespace $(NAMESPACE) logs --all-containers --prefix --tail=300 \
+	    -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$$component; \
+	done
+
+e2e: $(INSTALLED)
+	IRIS_E2E_NAMESPACE=$(NAMESPACE) IRIS_E2E_RELEASE=$(RELEASE) IRIS_E2E_STORAGE=$(STORAGE) \
+	  $(BIN)/pytest -m e2e tests/e2e
+
+# `make -s print-RELEASE` prints a variable: the tests check these names against the
+# chart, the workflow, skaffold.yaml and k8s/.
+print-%:
+	@echo '$($*)'
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(MODEL_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,364 @@
+"""The cluster path cannot run here, so every fact it depends on is checked here: the
+workflow, the Makefile's kind targets, skaffold.yaml and k8s/ must agree with the
+rendered chart and with the code they run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kserve import V1beta1InferenceService, V1beta1PredictorSpec
+from kubernetes.client import (
+    V1Container,
+    V1ObjectMeta,
+    V1PodSecurityContext,
+    V1Volume,
+)
+
+from predictor.guard import route_of
+from predictor.settings import PredictorSettings, parse_settings
+from tests.chart.helm_binary import HELM_VERSION
+from tests.chart.pods import pod_spec_of, selects, workloads
+from tests.chart.render import (
+    CHART,
+    RELEASE,
+    REPO,
+    Manifests,
+    default_values,
+    render,
+)
+from tests.e2e import conftest as e2e
+from training.store.bucket import S3Settings
+
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+BIN = Path(sys.executable).parent
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40} # v\d+(\.\d+)*$")
+
+
+@cache
+def make_variable(name: str) -> str:
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", f"print-{name}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def make_commands(target: str, **variables: str) -> list[str]:
+    """The shell commands `make target` would run, one per line."""
+    assignments = [f"{key}={value}" for key, value in variables.items()]
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", target, *assignments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.replace("\\\n", " ").splitlines()
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def release_render(*values_files: Path) -> Manifests:
+    """The chart as make kind-up installs it, under the Makefile's release name."""
+    assert make_variable("RELEASE") == RELEASE
+    values: dict[str, Any] = {}
+    for path in values_files:
+        values.update(load(path))
+    return render(values)
+
+
+def workflow_steps() -> list[dict[str, Any]]:
+    return [
+        step
+        for path in WORKFLOWS
+        for job in load(path)["jobs"].values()
+        for step in job["steps"]
+    ]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda path: path.name)
+def test_workflows_pass_actionlint_and_the_github_schema(path: Path) -> None:
+    for command in (
+        [str(BIN / "actionlint"), str(path)],
+        [
+            str(BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(path),
+        ],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_action_is_pinned_to_a_commit_and_names_its_version() -> None:
+    lines = [
+        line.split("uses:", 1)[1].strip()
+        for path in WORKFLOWS
+        for line in path.read_text().splitlines()
+        if "uses:" in line
+    ]
+    assert lines
+    for used in lines:
+        assert PINNED.match(used), used
+
+
+def test_the_workflow_installs_the_helm_the_tests_render_with() -> None:
+    (helm,) = [s for s in workflow_steps() if "setup-helm" in s.get("uses", "")]
+    assert helm["with"]["version"] == HELM_VERSION
+
+
+def test_the_workflow_runs_the_make_targets_users_run() -> None:
+    runs = [step.get("run", "") for step in workflow_steps()]
+    assert "make kind-up" in runs
+    assert "make e2e" in runs
+    assert "make kind-debug" in runs
+    assert any(".ci/run" in run for run in runs)
+    (kind_job,) = [
+        job
+        for path in WORKFLOWS
+        for job in load(path)["jobs"].values()
+        if "matrix" in job.get("strategy", {})
+    ]
+    assert sorted(kind_job["strategy"]["matrix"]["storage"]) == ["minio", "pvc"]
+    assert kind_job["env"]["STORAGE"] == "${{ matrix.storage }}"
+    assert kind_job["env"]["IRIS_REQUIRE_CLUSTER"] == "1"
+
+
+def test_the_kind_cluster_has_two_workers_and_maps_the_node_port() -> None:
+    cluster = load(REPO / "k8s" / "kind-config.yaml")
+    roles = [node["role"] for node in cluster["nodes"]]
+    assert sorted(roles) == ["control-plane", "worker", "worker"]
+    assert cluster["name"] == make_variable("CLUSTER")
+    (control_plane,) = [n for n in cluster["nodes"] if n["role"] == "control-plane"]
+    (mapping,) = control_plane["extraPortMappings"]
+    node_port = default_values()["service"]["nodePort"]
+    assert mapping["containerPort"] == node_port == e2e.NODE_PORT == 30080
+    assert mapping["hostPort"] == e2e.NODE_PORT
+    service = release_render().get("Service", make_variable("RELEASE"))
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"][0]["nodePort"] == mapping["containerPort"]
+
+
+def test_make_names_the_release_the_service_readme_and_e2e_tests_use() -> None:
+    release, namespace = make_variable("RELEASE"), make_variable("NAMESPACE")
+    assert (release, namespace) == (e2e.RELEASE, e2e.NAMESPACE)
+    manifests = release_render()
+    # README: helm install iris ./charts/iris; kubectl port-forward svc/iris 8080:80
+    service = manifests.get("Service", "iris")
+    assert service["spec"]["ports"][0]["port"] == 80
+    assert manifests.get("Deployment")["metadata"]["name"] == release
+    assert manifests.get("HorizontalPodAutoscaler")["metadata"]["name"] == release
+    readme = (REPO / "README.md").read_text()
+    assert "kubectl port-forward svc/iris 8080:80" in readme
+
+
+def test_make_builds_and_installs_the_image_the_chart_runs() -> None:
+    repository, tag = make_variable("IMAGE_REPOSITORY"), "e2e-tag"
+    assert repository == default_values()["image"]["repository"]
+    commands = make_commands("kind-up", IMAGE_TAG=tag, STORAGE="pvc")
+    image = f"{repository}:{tag}"
+    assert f"docker build -t {image} ." in commands
+    assert any(f"kind load docker-image {image} --name iris" in c for c in commands)
+    (install,) = [c for c in commands if c.startswith("helm upgrade --install iris")]
+    arguments = shlex.split(install)
+    assert arguments[3:5] == [make_variable("RELEASE"), "charts/iris"]
+    assert f"image.repository={repository}" in arguments
+    assert f"image.tag={tag}" in arguments
+    assert "--wait" in arguments
+    rendered = render({"image": {"repository": repository, "tag": tag}})
+    images = {
+        container.image
+        for workload in workloads(rendered)
+        for container in pod_spec_of(workload)[1].containers
+        if "minio" not in str(container.image)
+    }
+    assert images == {image}
+
+
+def test_the_minio_storage_mode_installs_the_bundled_minio() -> None:
+    commands = make_commands("kind-install", STORAGE="minio")
+    (install,) = [c for c in commands if c.startswith("helm upgrade --install")]
+    values_file = (
+        REPO / shlex.split(install)[shlex.split(install).index("--values") + 1]
+    )
+    manifests = release_render(values_file)
+    assert manifests.get("Service", f"{make_variable('RELEASE')}-minio")
+    environment = _chart_environment(manifests)
+    assert environment["IRIS_MODEL_URI"].startswith("s3://")
+    pvc_install = [
+        c
+        for c in make_commands("kind-install", STORAGE="pvc")
+        if c.startswith("helm upgrade --install")
+    ]
+    assert "--values" not in pvc_install[0]
+
+
+def test_the_debug_step_finds_every_component_by_the_charts_labels() -> None:
+    manifests = release_render(CHART / "ci" / "minio-values.yaml")
+    pods = [
+        (
+            workload["metadata"]["labels"].get("app.kubernetes.io/component"),
+            pod_spec_of(workload)[0],
+        )
+        for workload in workloads(manifests)
+    ]
+    commands = make_commands("kind-debug")
+    (loop,) = [c for c in commands if " logs " in c]
+    components = loop.split("for component in ")[1].split(";")[0].split()
+    assert set(components) == {"training", "predictor", "minio"}
+    selector = loop.split(" -l ")[1].split(";")[0].strip()
+    for component in components:
+        wanted = dict(
+            pair.split("=")
+            for pair in selector.replace("$component", component).split(",")
+        )
+        found = {owner for owner, labels in pods if selects(wanted, labels)}
+        assert found == {component}, (component, found)
+    for command in commands:
+        assert f"--namespace {make_variable('NAMESPACE')}" in command
+
+
+def test_skaffold_builds_the_image_and_installs_the_chart_with_it() -> None:
+    skaffold = load(REPO / "skaffold.yaml")
+    assert skaffold["apiVersion"] == "skaffold/v4beta14"
+    (artifact,) = skaffold["build"]["artifacts"]
+    assert artifact["image"] == default_values()["image"]["repository"]
+    assert (REPO / artifact["docker"]["dockerfile"]).is_file()
+    (release,) = skaffold["deploy"]["helm"]["releases"]
+    assert release["name"] == make_variable("RELEASE")
+    assert release["namespace"] == make_variable("NAMESPACE")
+    assert REPO / release["chartPath"] == CHART
+    image = artifact["image"]
+    assert release["setValueTemplates"] == {
+        "image.repository": f"{{{{.IMAGE_REPO_{image}}}}}",
+        "image.tag": f"{{{{.IMAGE_TAG_{image}}}}}",
+    }
+    (kind,) = [p for p in skaffold["profiles"] if p["name"] == "kind"]
+    context = f"kind-{make_variable('CLUSTER')}"
+    assert kind["activation"] == [{"kubeContext": context}]
+    assert kind["deploy"]["kubeContext"] == context
+    assert kind["build"]["local"]["push"] is False
+
+
+INFERENCE_SERVICES = ["inferenceservice.yaml", "inferenceservice-s3.yaml"]
+
+
+@pytest.mark.parametrize("name", INFERENCE_SERVICES)
+def test_the_inference_service_is_a_valid_kserve_standard_deployment(name: str) -> None:
+    service = load(REPO / "k8s" / name)
+    assert set(service) <= set(V1beta1InferenceService.attribute_map.values())
+    assert (service["apiVersion"], service["kind"]) == (
+        "serving.kserve.io/v1beta1",
+        "InferenceService",
+    )
+    V1ObjectMeta.model_validate(service["metadata"])
+    annotations = service["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    predictor = service["spec"]["predictor"]
+    assert set(service["spec"]) == {"predictor"}
+    assert set(predictor) <= set(V1beta1PredictorSpec.attribute_map.values())
+    assert predictor["scaleMetric"] in {"cpu", "memory"}
+    V1PodSecurityContext.model_validate(predictor["securityContext"])
+    for volume in predictor["volumes"]:
+        V1Volume.model_validate(volume)
+    (container,) = predictor["containers"]
+    V1Container.model_validate(container)
+    assert container["name"] == "kserve-container"
+
+
+@pytest.mark.parametrize("name", INFERENCE_SERVICES)
+def test_the_inference_service_runs_the_charts_predictor(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (container,) = load(REPO / "k8s" / name)["spec"]["predictor"]["containers"]
+    values = default_values()
+    chart_image = f"{values['image']['repository']}:{_app_version()}"
+    assert container["image"] == chart_image
+    assert container["command"] == ["python", "-m", "predictor"]
+    environment = {
+        each["name"]: each.get("value", "from-secret") for each in container["env"]
+    }
+    for key in [k for k in os.environ if k.startswith("IRIS_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    settings, arguments = parse_settings(container["args"])
+    assert arguments.model_name == "iris"
+    assert arguments.http_port == container["ports"][0]["containerPort"]
+    assert isinstance(settings, PredictorSettings)
+    known = {f"IRIS_{field.upper()}" for field in PredictorSettings.model_fields}
+    known |= {f"IRIS_S3_{field.upper()}" for field in S3Settings.model_fields}
+    assert set(environment) <= known
+    assert (
+        route_of(container["readinessProbe"]["httpGet"]["path"]) == "/v1/models/{model}"
+    )
+    assert container["livenessProbe"]["httpGet"]["path"] == "/"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == arguments.http_port
+
+
+def test_the_pvc_inference_service_reads_the_claim_the_job_writes() -> None:
+    predictor = load(REPO / "k8s" / "inferenceservice.yaml")["spec"]["predictor"]
+    manifests = release_render()
+    (claim,) = manifests.of_kind("PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    (container,) = predictor["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    environment = {e["name"]: e["value"] for e in container["env"]}
+    mount = mounts[environment["IRIS_MODEL_URI"]]
+    assert (
+        volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+        == (claim["metadata"]["name"])
+    )
+    assert (
+        _chart_environment(manifests)["IRIS_MODEL_URI"] == environment["IRIS_MODEL_URI"]
+    )
+
+
+def test_the_s3_inference_service_reads_the_bucket_the_job_writes() -> None:
+    (container,) = load(REPO / "k8s" / "inferenceservice-s3.yaml")["spec"]["predictor"][
+        "containers"
+    ]
+    manifests = release_render(CHART / "ci" / "minio-values.yaml")
+    chart = _chart_environment(manifests)
+    environment = {e["name"]: e for e in container["env"]}
+    assert environment["IRIS_MODEL_URI"]["value"] == chart["IRIS_MODEL_URI"]
+    endpoint = environment["IRIS_S3_ENDPOINT"]["value"]
+    host, port = endpoint.removeprefix("http://").split(":")
+    minio = manifests.get("Service", host)
+    assert [p["port"] for p in minio["spec"]["ports"]] == [int(port)]
+    deployment = manifests.get("Deployment", RELEASE)
+    (predictor,) = deployment["spec"]["template"]["spec"]["containers"]
+    chart_env = {e["name"]: e for e in predictor["env"]}
+    for key in ("IRIS_S3_ACCESS_KEY_ID", "IRIS_S3_SECRET_ACCESS_KEY"):
+        assert environment[key]["valueFrom"] == chart_env[key]["valueFrom"]
+        reference = environment[key]["valueFrom"]["secretKeyRef"]
+        secret = manifests.get("Secret", reference["name"])
+        assert reference["key"] in secret["data"]
+
+
+def _app_version() -> str:
+    version: str = load(CHART / "Chart.yaml")["appVersion"]
+    return version
+
+
+def _chart_environment(manifests: Manifests) -> dict[str, str]:
+    """The predictor's environment as the chart renders it (secrets left out)."""
+    deployment = manifests.get("Deployment", RELEASE)
+    (predictor,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {each["name"]: each.get("value", "") for each in predictor["env"]}

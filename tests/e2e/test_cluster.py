@@ -1,0 +1,271 @@
+"""The whole system on a real cluster: trained, served by two replicas, scaled,
+monitored, reachable, and able to change under load without losing requests.
+
+The tests run in this order: the later ones change the release.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kubernetes.client import V1EnvVar, V1ObjectMeta
+
+from tests.e2e.conftest import (
+    KSERVE_EXAMPLE,
+    NAMESPACE,
+    NODE_PORT,
+    RELEASE,
+    STORAGE,
+    Cluster,
+    Load,
+    get,
+    post,
+    selector,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("cluster")]
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "iris"
+PREDICT = "/v1/models/iris:predict"
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(2)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+
+
+def without_job_identity(labels: dict[str, str]) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in labels.items()
+        if "controller-uid" not in key
+        and key not in ("job-name", "batch.kubernetes.io/job-name")
+    }
+
+
+def served_version() -> str:
+    status, body = get(NODE_PORT, "/v1/models/iris/metadata")
+    assert status == 200, body
+    return str(body["version"])
+
+
+def deployment_ready(cluster: Cluster) -> bool:
+    deployment = cluster.apps.read_namespaced_deployment(RELEASE, NAMESPACE)
+    status = deployment.status
+    return bool(
+        status.ready_replicas
+        and status.ready_replicas >= 2
+        and status.updated_replicas == status.replicas
+        and not status.unavailable_replicas
+    )
+
+
+def test_the_training_job_completed_and_published(cluster: Cluster) -> None:
+    jobs = cluster.batch.list_namespaced_job(
+        NAMESPACE, label_selector=selector("training")
+    ).items
+    succeeded = [job for job in jobs if job.status.succeeded]
+    assert succeeded, [job.metadata.name for job in jobs]
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=f"job-name={succeeded[0].metadata.name}"
+    ).items
+    log = cluster.core.read_namespaced_pod_log(pods[0].metadata.name, NAMESPACE)
+    assert "published version=" in log
+
+
+def test_two_ready_predictors_on_different_nodes_where_possible(
+    cluster: Cluster,
+) -> None:
+    assert deployment_ready(cluster)
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=selector("predictor")
+    ).items
+    ready = [
+        pod
+        for pod in pods
+        if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+    ]
+    assert len(ready) >= 2
+    nodes = {pod.spec.node_name for pod in ready}
+    if STORAGE == "pvc":
+        # A ReadWriteOnce volume (kind's local-path) attaches to one node only.
+        pytest.skip(f"predictors share the PVC's node: {nodes}")
+    assert len(nodes) >= 2, nodes
+
+
+def test_the_hpa_reports_current_cpu(cluster: Cluster) -> None:
+    def has_cpu() -> bool:
+        hpa = cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler(
+            RELEASE, NAMESPACE
+        )
+        return any(
+            metric.resource is not None
+            and metric.resource.name == "cpu"
+            and metric.resource.current.average_utilization is not None
+            for metric in hpa.status.current_metrics or []
+        )
+
+    hpa = cluster.autoscaling.read_namespaced_horizontal_pod_autoscaler(
+        RELEASE, NAMESPACE
+    )
+    assert hpa.spec.scale_target_ref.name == RELEASE
+    assert hpa.spec.min_replicas == 2
+    eventually(has_cpu, 300, "the HPA reporting CPU from metrics-server")
+
+
+def test_the_service_monitor_and_the_prometheus_rule_exist(cluster: Cluster) -> None:
+    for plural in ("servicemonitors", "prometheusrules"):
+        found = cluster.custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", NAMESPACE, plural, RELEASE
+        )
+        assert found["metadata"]["name"] == RELEASE
+
+
+def test_predictions_through_a_port_forward_to_the_service() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    forward = subprocess.Popen(
+        [
+            "kubectl",
+            "--namespace",
+            NAMESPACE,
+            "port-forward",
+            f"svc/{RELEASE}",
+            f"{port}:80",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                return post(port, PREDICT, KSERVE_EXAMPLE) == (
+                    200,
+                    {"predictions": [1, 1]},
+                )
+            except OSError:
+                return False
+
+        eventually(answers, 60, "a prediction through kubectl port-forward")
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def test_predictions_through_the_node_port_on_the_host() -> None:
+    assert post(NODE_PORT, PREDICT, KSERVE_EXAMPLE) == (200, {"predictions": [1, 1]})
+
+
+def test_a_second_training_run_is_picked_up_with_no_failed_request(
+    cluster: Cluster, load: Load
+) -> None:
+    before = served_version()
+    template = next(
+        job
+        for job in cluster.batch.list_namespaced_job(
+            NAMESPACE, label_selector=selector("training")
+        ).items
+        if not job.metadata.owner_references
+    )
+    job = copy.deepcopy(template)
+    job.metadata = V1ObjectMeta(
+        name=f"{RELEASE}-e2e-retrain-{secrets.token_hex(3)}",
+        labels=without_job_identity(template.metadata.labels),
+    )
+    job.status = None
+    # Kubernetes fills in the selector and the pod labels of a new Job.
+    job.spec.selector = None
+    job.spec.manual_selector = None
+    job.spec.template.metadata.labels = without_job_identity(
+        job.spec.template.metadata.labels
+    )
+    container = job.spec.template.spec.containers[0]
+    # A different forest, forced past the current one so that it is published.
+    changed = {"IRIS_N_ESTIMATORS": "60", "IRIS_FORCE": "true"}
+    container.env = [e for e in container.env if e.name not in changed] + [
+        V1EnvVar(name=name, value=value) for name, value in changed.items()
+    ]
+    with load:
+        cluster.batch.create_namespaced_job(NAMESPACE, job)
+
+        def finished() -> bool:
+            status = cluster.batch.read_namespaced_job(
+                job.metadata.name, NAMESPACE
+            ).status
+            assert not status.failed, "the second training run failed"
+            return bool(status.succeeded)
+
+        eventually(finished, 300, "the second training Job")
+
+        def every_replica_serves_a_new_version() -> bool:
+            return all(served_version() != before for _ in range(6))
+
+        eventually(every_replica_serves_a_new_version, 120, "the new version served")
+        time.sleep(5)
+    assert load.failed == [], load.failed[:10]
+    assert load.answered > 0
+    assert len(load.versions) >= 2
+
+
+def test_deleting_a_predictor_under_load_loses_at_most_one_percent(
+    cluster: Cluster, load: Load
+) -> None:
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=selector("predictor")
+    ).items
+    with load:
+        time.sleep(5)
+        cluster.core.delete_namespaced_pod(pods[0].metadata.name, NAMESPACE)
+        time.sleep(10)
+        eventually(lambda: deployment_ready(cluster), 300, "two ready predictors again")
+        time.sleep(5)
+    assert load.answered > 100
+    assert load.failure_ratio <= 0.01, (load.failure_ratio, load.failed[:10])
+
+
+def test_helm_upgrade_with_a_changed_value_rolls_out_cleanly(
+    cluster: Cluster, load: Load
+) -> None:
+    with load:
+        upgraded = subprocess.run(
+            [
+                "helm",
+                "upgrade",
+                RELEASE,
+                str(CHART),
+                "--namespace",
+                NAMESPACE,
+                "--reuse-values",
+                "--set",
+                "predictor.settings.logLevel=DEBUG",
+                "--wait",
+                "--timeout",
+                "10m",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
+        eventually(lambda: deployment_ready(cluster), 300, "the rollout")
+    assert load.failure_ratio <= 0.01, (load.failure_ratio, load.failed[:10])
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=selector("predictor")
+    ).items
+    for pod in pods:
+        environment = {e.name: e.value for e in pod.spec.containers[0].env}
+        assert environment["IRIS_LOG_LEVEL"] == "DEBUG"
+    assert post(NODE_PORT, PREDICT, KSERVE_EXAMPLE) == (200, {"predictions": [1, 1]})
