@@ -8,7 +8,8 @@ itself with the container's program, as the container's user:
   that holds the mount points, /etc/hosts (the cluster's DNS names), and the
   directories on the way to this machine's Python made traversable (an image's
   Python is readable by every user; this machine's may sit under a private /root);
-- each volume is bind-mounted at its mountPath, read-only if the mount says so;
+- each volume is bind-mounted at its mountPath, read-only if the mount says so, and
+  the project and its venv are bound back over any volume that covers them;
 - then chroot, the user, group and supplementary groups of the securityContext,
   no_new_privs, and exec with exactly the container's environment.
 
@@ -64,6 +65,18 @@ def build_root(spec: dict[str, Any]) -> Path:
         _mount("--bind", volume["source"], target)
         if volume["read_only"]:
             _mount("-o", "remount,bind,ro", target)
+    # What an image would hold (the project and its venv) may sit under a path a
+    # volume now covers, as a clone in /tmp does under the pod's /tmp emptyDir:
+    # bind it back, read-only, where the program expects it.
+    for path in spec["image"]:
+        covered = any(
+            Path(path).is_relative_to(volume["path"]) for volume in spec["mounts"]
+        )
+        if covered:
+            target = root / path.lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            _mount("--bind", path, str(target))
+            _mount("-o", "remount,bind,ro", str(target))
     return root
 
 

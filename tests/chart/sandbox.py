@@ -393,6 +393,7 @@ class Cluster:
         spec = {
             "stage": str(stage),
             "traversable": _traversable_directories(),
+            "image": sorted({str(REPO), sys.prefix}),
             "mounts": [
                 {
                     "source": str(self.volume(pod, m.volume, m.kind, m.claim)),
