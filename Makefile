@@ -9,13 +9,14 @@ MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
 .PHONY: help venv run train test lint format bench clean chart-tools \
-	image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
+	test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
 	@echo "make test    lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
 	@echo "make bench   benchmarks, each against its baseline"
+	@echo "make test-image  build the image with podman, train and serve from its containers"
 	@echo "make kind-up a kind cluster running the whole system (needs docker, kind, kubectl, helm)"
 	@echo "make e2e     the end-to-end tests against that cluster"
 	@echo "make kind-down  delete the cluster"
@@ -76,6 +77,13 @@ test: lint chart-tools
 bench: $(INSTALLED)
 	$(BIN)/python -m bench.model_format
 	$(BIN)/python -m bench.bad_input
+
+# The image, proven here: tests/image builds the Dockerfile with podman (on a local
+# python:3.11-slim made from Debian packages), then runs the chart's Job and two
+# replicas of its Deployment from it. Needs root, podman, runc and mmdebstrap
+# (.ci/run installs them).
+test-image: $(INSTALLED) chart-tools
+	$(BIN)/pytest -m image -s tests/image
 
 format: $(INSTALLED)
 	$(BIN)/ruff format $(SOURCES)

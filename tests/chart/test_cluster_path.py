@@ -127,7 +127,7 @@ def test_the_workflow_runs_the_make_targets_users_run() -> None:
     assert "make kind-up" in runs
     assert "make e2e" in runs
     assert "make kind-debug" in runs
-    assert any(".ci/run" in run for run in runs)
+    assert any("IRIS_REQUIRE_NETNS=1 make test" in run for run in runs)
     (kind_job,) = [
         job
         for path in WORKFLOWS

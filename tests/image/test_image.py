@@ -1,0 +1,239 @@
+"""The image trains and serves from its containers, as the chart runs them.
+
+The chart is rendered with this image; its training Job's pod runs from the image
+and publishes into a host directory standing in for the PVC, then two pods of its
+Deployment serve it, each on its own port: the rendered command, arguments,
+environment, mounts and securityContext (UID 1000, read-only root filesystem, /tmp
+an emptyDir, no capabilities, no privilege escalation), nothing written by hand.
+The last test stops the replicas as the kubelet would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.chart.pods import Pod, describe
+from tests.chart.render import Manifests, render
+from tests.conftest import free_port
+from tests.image.podman import Exited, Podman, RunningContainer, from_pod
+
+pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
+
+ROWS = [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]
+UID = 1000
+READY_TIMEOUT_SECONDS = 180
+# Run in a container with `python -c`; prints what the container allows, as JSON.
+INSIDE = (Path(__file__).parent / "inside.py").read_text()
+
+
+@dataclass(frozen=True)
+class Published:
+    run: Exited
+    root: Path
+
+    def version(self) -> str:
+        pointer = json.loads((self.root / "latest.json").read_text())
+        return str(pointer["version"])
+
+
+@dataclass(frozen=True)
+class Replica:
+    container: RunningContainer
+    url: str
+    pod: Pod
+
+
+@pytest.fixture(scope="module")
+def run_id() -> str:
+    """Names this run's containers, so only they are ever stopped or removed."""
+    return f"iris-image-test-{secrets.token_hex(3)}"
+
+
+@pytest.fixture(scope="module")
+def manifests(image: str) -> Manifests:
+    """The chart as it would run this image (PVC mode)."""
+    repository, _, tag = image.rpartition(":")
+    return render({"image": {"repository": repository, "tag": tag}})
+
+
+@pytest.fixture(scope="module")
+def claim(manifests: Manifests, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A host directory standing in for the chart's models PVC."""
+    root = tmp_path_factory.mktemp("pvc")
+    # What fsGroup does for a PVC: the volume is writable by the pod's user.
+    os.chown(root, UID, UID)
+    return root
+
+
+def claims(manifests: Manifests, root: Path) -> dict[str, str]:
+    (claim,) = manifests.of_kind("PersistentVolumeClaim")
+    return {claim["metadata"]["name"]: str(root)}
+
+
+@pytest.fixture(scope="module")
+def published(
+    podman: Podman, image: str, run_id: str, manifests: Manifests, claim: Path
+) -> Published:
+    """The rendered training Job's pod, run to its end from the image."""
+    job = describe(manifests.get("Job"), manifests)
+    spec = from_pod(job, claims(manifests, claim))
+    assert spec.image == image
+    return Published(podman.run(f"{run_id}-training", spec), claim)
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    podman: Podman,
+    image: str,
+    run_id: str,
+    manifests: Manifests,
+    published: Published,
+) -> Iterator[list[Replica]]:
+    """Two pods of the rendered Deployment, from the image, each on its own port."""
+    assert published.run.status == 0, published.run.stderr
+    deployment = manifests.get("Deployment")
+    started: list[Replica] = []
+    try:
+        for index in range(2):
+            port = free_port()
+            pod = describe(deployment, manifests, name=f"iris-predictor-{index}")
+            spec = from_pod(pod, claims(manifests, published.root), {port: "http"})
+            assert spec.image == image
+            container = podman.start(f"{run_id}-predictor-{index}", spec)
+            started.append(Replica(container, f"http://127.0.0.1:{port}", pod))
+        for replica in started:
+            wait_until_ready(replica)
+        yield started
+    finally:
+        for replica in started:
+            replica.container.remove()
+
+
+def wait_until_ready(replica: Replica) -> None:
+    """Polls the rendered readinessProbe's path until it answers 200."""
+    readiness = replica.pod.container().probes["readiness"]
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{replica.url}{readiness.path}", timeout=5)
+            if response.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if not replica.container.running():
+            break
+        time.sleep(0.25)
+    raise AssertionError(
+        f"{replica.container.name} never became ready at {replica.url}; "
+        f"log:\n{replica.container.logs()}"
+    )
+
+
+def probe(replica: Replica) -> dict[str, object]:
+    result = replica.container.exec("python", "-c", INSIDE)
+    assert result.status == 0, result.stderr
+    answer: dict[str, object] = json.loads(result.stdout)
+    return answer
+
+
+def test_image_configuration(podman: Podman, image: str) -> None:
+    config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
+    assert config["User"] == "1000:1000"
+    assert config["Cmd"] == ["python", "-m", "predictor"]
+    assert "Entrypoint" not in config or not config["Entrypoint"]
+    assert "8080/tcp" in config["ExposedPorts"]
+    assert config["Labels"]["org.opencontainers.image.title"] == "iris"
+    names = {entry.partition("=")[0] for entry in config["Env"]}
+    assert {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "HOME"} <= names
+    assert not [name for name in names if "KEY" in name or "SECRET" in name]
+
+
+def test_training_publishes_a_verified_version(published: Published) -> None:
+    assert published.run.status == 0, published.run.stderr
+    version = published.version()
+    assert f"published version={version}" in published.run.stderr
+    assert "published" in published.run.stdout.lower()
+    files = sorted(
+        path.relative_to(published.root).as_posix()
+        for path in published.root.rglob("*")
+        if path.is_file()
+    )
+    assert files == [
+        "latest.json",
+        f"versions/{version}/metadata.json",
+        f"versions/{version}/model.skops",
+    ]
+    # Written by UID 1000, the only user the container has.
+    assert {path.stat().st_uid for path in published.root.rglob("*")} == {UID}
+
+
+def test_each_replica_predicts(replicas: list[Replica]) -> None:
+    for replica in replicas:
+        response = httpx.post(
+            f"{replica.url}/v1/models/iris:predict",
+            json={"instances": ROWS},
+            timeout=30,
+        )
+        assert (response.status_code, response.json()) == (
+            200,
+            {"predictions": [1, 1]},
+        ), replica.container.name
+
+
+def test_each_replica_is_alive_and_exports_metrics(
+    replicas: list[Replica], published: Published
+) -> None:
+    for replica in replicas:
+        assert httpx.get(f"{replica.url}/", timeout=10).status_code == 200
+        metrics = httpx.get(f"{replica.url}/metrics", timeout=10)
+        assert metrics.status_code == 200
+        lines = metrics.text.splitlines()
+        assert 'iris_model_ready{model_name="iris"} 1.0' in lines
+        # The version the training container published is the one served.
+        assert [
+            line
+            for line in lines
+            if line.startswith("iris_model_info{")
+            and f'version="{published.version()}"' in line
+        ], metrics.text
+
+
+def test_runs_as_uid_1000_on_a_read_only_root(replicas: list[Replica]) -> None:
+    for replica in replicas:
+        answer = probe(replica)
+        assert answer["uid"] == [str(UID)] * 4  # real, effective, saved, filesystem
+        assert answer["gid"] == [str(UID)] * 4
+        assert "ro" in answer["root_options"]  # type: ignore[operator]
+        assert answer["writes"] == {
+            "/": "EROFS",
+            "/opt/venv": "EROFS",
+            "/models": "EROFS",
+            "/tmp": "written",  # noqa: S108 - the emptyDir in the container
+        }
+
+
+def test_no_compiler_and_no_model_in_the_image(replicas: list[Replica]) -> None:
+    answer = probe(replicas[0])
+    assert answer["tools"] == []
+    assert answer["pip_in_venv"] is False
+    assert answer["model_files"] == []
+
+
+def test_sigterm_stops_each_replica_cleanly(replicas: list[Replica]) -> None:
+    for replica in replicas:
+        assert replica.container.running(), replica.container.logs()
+        grace = replica.pod.termination_grace_period_seconds
+        status, seconds = replica.container.stop(grace_seconds=grace)
+        log = replica.container.logs()
+        assert status == 0, log
+        assert seconds < grace, log  # stopped by SIGTERM, not killed at the deadline
+        assert "draining readiness=false" in log
