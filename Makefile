@@ -75,6 +75,9 @@ test: lint chart-tools
 	exit $$status
 
 bench: $(INSTALLED)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.evaluators
 	$(BIN)/python -m bench.model_format
 	$(BIN)/python -m bench.bad_input
 
