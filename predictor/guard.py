@@ -137,7 +137,11 @@ class RequestGuard:
 
 
 async def _send_error(send: Send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
+    await send_json(send, status, orjson.dumps({"error": message}))
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """A whole JSON response, headers and body."""
     await send(
         {
             "type": "http.response.start",

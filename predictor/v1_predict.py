@@ -19,6 +19,7 @@ import orjson
 from kserve.errors import InvalidInput, ModelNotReady
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from predictor.guard import send_json
 from predictor.model import IrisModel
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,7 @@ class V1Predict:
             status, body = 400, orjson.dumps({"error": str(error)})
         except ModelNotReady as error:
             status, body = 503, orjson.dumps({"error": str(error)})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
 
     async def _predict(self, scope: Scope, receive: Receive) -> bytes:
         if not self.model.ready:
