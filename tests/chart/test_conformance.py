@@ -3,6 +3,7 @@ the Service, and a template that breaks the wiring fails the run."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -100,50 +101,53 @@ def broken_chart(tmp_path: Path, template: str, old: str, new: str) -> Path:
     return chart
 
 
-def test_a_job_that_mounts_the_models_elsewhere_fails(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    chart = broken_chart(
-        tmp_path,
+# Template edits that break the wiring, each with what the run must then report.
+BREAKAGES = [
+    pytest.param(
+        "defaults",
         "_training.tpl",
         'mountPath: {{ include "iris.modelsMountPath" . }}',
         "mountPath: /srv/models",
-    )
-    with pytest.raises(NotConformant, match="training Job exited 5"):
-        conformance.start(cluster, render(chart=chart))
-
-
-def test_predictors_that_mount_the_models_elsewhere_never_become_ready(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    chart = broken_chart(
-        tmp_path,
+        "training Job exited 5",
+        id="the Job mounts the models elsewhere",
+    ),
+    pytest.param(
+        "defaults",
         "predictor-deployment.yaml",
         'mountPath: {{ include "iris.modelsMountPath" . }}',
         "mountPath: /srv/models",
-    )
-    with pytest.raises(NotConformant, match="readiness probe GET /v1/models/iris"):
-        conformance.start(cluster, render(chart=chart))
-
-
-def test_a_renamed_container_port_leaves_probes_and_service_unresolved(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    chart = broken_chart(
-        tmp_path, "predictor-deployment.yaml", "- name: http", "- name: web"
-    )
-    with pytest.raises(NotConformant, match="has no port named 'http'"):
-        conformance.start(cluster, render(chart=chart))
-
-
-def test_minio_keyed_from_the_wrong_secret_key_refuses_the_job(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    chart = broken_chart(
-        tmp_path,
+        "readiness probe GET /v1/models/iris",
+        id="the predictors mount the models elsewhere and never become ready",
+    ),
+    pytest.param(
+        "defaults",
+        "predictor-deployment.yaml",
+        "- name: http",
+        "- name: web",
+        "has no port named 'http'",
+        id="a renamed port leaves the probes and the Service unresolved",
+    ),
+    pytest.param(
+        "minio",
         "minio.yaml",
         "key: {{ .Values.storage.s3.secretAccessKeyKey }}",
         "key: {{ .Values.storage.s3.accessKeyIdKey }}",
-    )
-    with pytest.raises(NotConformant, match="training Job exited 5"):
-        conformance.start(cluster, render(MODES["minio"].values, chart=chart))
+        "training Job exited 5",
+        id="MinIO keyed from the wrong Secret key refuses the Job",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mode", "template", "old", "new", "reported"), BREAKAGES)
+def test_a_template_that_breaks_the_wiring_fails_the_run(
+    cluster: Cluster,
+    tmp_path: Path,
+    mode: str,
+    template: str,
+    old: str,
+    new: str,
+    reported: str,
+) -> None:
+    chart = broken_chart(tmp_path, template, old, new)
+    with pytest.raises(NotConformant, match=re.escape(reported)):
+        conformance.start(cluster, render(MODES[mode].values, chart=chart))
