@@ -12,45 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.release.locked import ENVIRONMENTS, environment, pinned
 from tests.release.lockfile import IMAGE_PLATFORMS, LOCKS, REPO, pins, stale_locks
-
-# The image's two platforms, and a newer Python on a developer's machine.
-ENVIRONMENTS = [
-    {"python_full_version": "3.11.14", "platform_machine": "x86_64"},
-    {"python_full_version": "3.11.14", "platform_machine": "aarch64"},
-    {"python_full_version": "3.13.9", "platform_machine": "x86_64"},
-]
-
-
-def environment(values: dict[str, str]) -> dict[str, str]:
-    full = values["python_full_version"]
-    return {
-        "python_full_version": full,
-        "python_version": ".".join(full.split(".")[:2]),
-        "platform_machine": values["platform_machine"],
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "os_name": "posix",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "extra": "",
-    }
-
-
-def pinned(lock_name: str, values: dict[str, str]) -> dict[str, str]:
-    """name -> version of a lock's pins that apply in that environment."""
-    where = environment(values)
-    found: dict[str, str] = {}
-    for pin in pins(LOCKS[lock_name].path()):
-        if not pin.marker or Marker(pin.marker).evaluate(where):
-            name = canonicalize_name(pin.name)
-            assert name not in found, f"{lock_name}: {name} pinned twice for {where}"
-            found[name] = pin.version
-    return found
 
 
 def project_requirements(extras: tuple[str, ...]) -> list[Requirement]:
