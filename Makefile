@@ -113,6 +113,23 @@ format: $(INSTALLED)
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
 
+# The release (.github/workflows/release.yml): the chart packaged into $(DIST) at
+# VERSION, appVersion VERSION too, its default image PUBLISHED_REPOSITORY, the image
+# the workflow pushed, in place of the placeholder in values.yaml. HELM=helm uses
+# the helm on PATH.
+PLACEHOLDER_REPOSITORY := ghcr.io/repository_owner/iris
+DIST ?= dist
+
+chart-package:
+	@test -n "$(VERSION)" -a -n "$(PUBLISHED_REPOSITORY)" || \
+	  { echo "make chart-package needs VERSION and PUBLISHED_REPOSITORY" >&2; exit 1; }
+	rm -rf $(DIST)/iris && mkdir -p $(DIST) && cp -R charts/iris $(DIST)/iris
+	sed -i 's|^  repository: $(PLACEHOLDER_REPOSITORY)$$|  repository: $(PUBLISHED_REPOSITORY)|' \
+	  $(DIST)/iris/values.yaml
+	grep -qx '  repository: $(PUBLISHED_REPOSITORY)' $(DIST)/iris/values.yaml
+	$(HELM) package $(DIST)/iris --version $(VERSION) --app-version $(VERSION) \
+	  --destination $(DIST)
+
 # The cluster path (README, "Run on kind"); the kind e2e job in
 # .github/workflows/ci.yml runs these same targets.
 CLUSTER ?= iris
@@ -155,7 +172,7 @@ kind-install:
 	kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
 	kubectl label namespace $(NAMESPACE) pod-security.kubernetes.io/enforce=restricted --overwrite
 	helm upgrade --install $(RELEASE) charts/iris --namespace $(NAMESPACE) \
-	  --set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
+	  --set-string image.repository=$(IMAGE_REPOSITORY) --set-string image.tag=$(IMAGE_TAG) \
 	  $(STORAGE_VALUES_$(STORAGE)) --wait --timeout 10m
 	helm test $(RELEASE) --namespace $(NAMESPACE) --logs
 
