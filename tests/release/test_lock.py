@@ -69,6 +69,12 @@ EDITS: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         lambda root: edit(root / "requirements" / "runtime.txt", "\n", "\n# moved\n"),
         ["dev.txt"],
     ),
+    "a new checkov": (
+        lambda root: edit(
+            root / "requirements" / "checkov.in", "checkov==", "checkov>="
+        ),
+        ["checkov.txt"],
+    ),
     "a new SBOM tool": (
         lambda root: edit(
             root / "requirements" / "sbom.in", "cyclonedx-bom==", "cyclonedx-bom>="
@@ -152,6 +158,18 @@ def test_the_venv_installs_the_dev_lock_with_hashes_and_the_project_alone() -> N
     assert [arguments[1:] for arguments in installs] == [
         ["install", "--quiet", *dev_lock],
         ["install", "--quiet", *project],
+    ]
+
+
+def test_the_checkov_venv_installs_its_lock_with_hashes() -> None:
+    installs = [
+        shlex.split(command)
+        for command in make_dry_run(".venv-checkov/.installed")
+        if "pip install" in command
+    ]
+    lock = LOCKS["checkov.txt"].relative_path
+    assert [arguments[1:] for arguments in installs] == [
+        ["install", "--quiet", "--require-hashes", "--requirement", lock]
     ]
 
 
