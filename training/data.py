@@ -227,13 +227,11 @@ def _is_integer(label: str) -> bool:
     return True
 
 
-def load_dataset(
-    data: str | None, target: str | None, max_rows: int, max_columns: int
-) -> Dataset:
-    """Iris when data is None, else the CSV at data with its target column."""
-    if data is None:
+def load_dataset(data: str, target: str, max_rows: int, max_columns: int) -> Dataset:
+    """Iris when data is empty, else the CSV at data with its target column."""
+    if not data:
         return load_iris_dataset()
-    if target is None:
+    if not target:
         raise DataError(f"{data}: --target names the column that holds the classes")
     dataset = parse_csv(read_source(data), target, data, max_rows, max_columns)
     log.info(

@@ -27,13 +27,13 @@ class TrainingSettings(BaseSettings):
         description="Where to publish: a directory (the PVC's /models) or "
         "s3://bucket/prefix (endpoint and keys from IRIS_S3_*). Default ./models.",
     )
-    data: str | None = Field(
-        None,
+    data: str = Field(
+        "",
         description="A CSV file with a header row to train on, a path or "
-        "s3://bucket/key; unset, scikit-learn's Iris.",
+        "s3://bucket/key; empty for scikit-learn's Iris.",
     )
-    target: str | None = Field(
-        None, description="With --data: the column that holds the classes."
+    target: str = Field(
+        "", description="With --data: the column that holds the classes."
     )
     max_data_rows: int = Field(
         1_000_000, ge=1, description="Refuse a CSV with more data rows than this."
@@ -100,7 +100,7 @@ class TrainingSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _target_with_data(self) -> TrainingSettings:
-        if (self.data is None) != (self.target is None):
+        if bool(self.data) != bool(self.target):
             raise ValueError("--data and --target go together")
         return self
 
