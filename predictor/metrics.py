@@ -10,6 +10,7 @@ the served model's schema; metric names stay as dashboards know them.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,6 +31,8 @@ from training.store import ModelMetadata
 # A *_created series beside every counter doubles what each scrape reads and stores.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+# Up to this many rows, a batch is counted in plain Python.
+_FEW_ROWS = 8
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 # Each feature's training range cut into this many equal buckets shows drift.
 FEATURE_BUCKETS = 8
@@ -80,9 +83,17 @@ class _BatchHistograms:
         self.counts = np.zeros((columns, slots), dtype=np.int64)
         self.totals = np.zeros(columns, dtype=np.float64)
         self._offsets = np.arange(columns) * slots
+        # Small batches are counted in plain lists: a bisect per value costs far
+        # less than the NumPy calls a matrix needs, which dominate for one row.
+        self._edge_lists = edges.tolist()
+        self._few_counts = [[0] * slots for _ in range(columns)]
+        self._few_totals = [0.0] * columns
 
     def add(self, values: NDArray[np.float64]) -> None:
         """Count an (N, columns) matrix: one comparison and one bincount in all."""
+        if len(values) <= _FEW_ROWS:
+            self._add_few(values.tolist())
+            return
         # Edges strictly below a value: a value equal to an edge is in its bucket (le).
         slots = (values[:, :, np.newaxis] > self.edges).sum(axis=2) + self._offsets
         self.counts += np.bincount(slots.ravel(), minlength=self.counts.size).reshape(
@@ -90,8 +101,21 @@ class _BatchHistograms:
         )
         self.totals += values.sum(axis=0)
 
+    def _add_few(self, rows: list[list[float]]) -> None:
+        for row in rows:
+            for column, value in enumerate(row):
+                # bisect_left: a value equal to an edge is in that edge's bucket (le).
+                self._few_counts[column][
+                    bisect_left(self._edge_lists[column], value)
+                ] += 1
+                self._few_totals[column] += value
+
+    def total(self, column: int) -> float:
+        return float(self.totals[column]) + self._few_totals[column]
+
     def buckets(self, column: int) -> list[tuple[str, float]]:
-        cumulative = np.cumsum(self.counts[column])
+        counts = self.counts[column] + np.array(self._few_counts[column])
+        cumulative = np.cumsum(counts)
         bounds = [*(f"{edge:g}" for edge in self.edges[column]), "+Inf"]
         return list(zip(bounds, cumulative.astype(float).tolist(), strict=True))
 
@@ -114,6 +138,7 @@ class PredictionStats(Collector):
         self._class_names: list[str] = []
         self._feature_names: list[str] = []
         self._classes = np.zeros(0, dtype=np.int64)
+        self._few_classes: list[int] = []
         self._confidence = _BatchHistograms(np.array([CONFIDENCE_BUCKETS]))
         self._features = _BatchHistograms(np.zeros((0, FEATURE_BUCKETS + 1)))
 
@@ -135,6 +160,7 @@ class PredictionStats(Collector):
                 return
             self._class_names, self._feature_names = class_names, feature_names
             self._classes = np.zeros(len(class_names), dtype=np.int64)
+            self._few_classes = [0] * len(class_names)
             self._confidence = _BatchHistograms(np.array([CONFIDENCE_BUCKETS]))
             self._features = _BatchHistograms(edges)
 
@@ -145,13 +171,16 @@ class PredictionStats(Collector):
         confidence: NDArray[np.float64],
     ) -> None:
         with self._lock:
-            classes = np.bincount(labels, minlength=len(self._classes))
             # A request answered by a version being replaced by another schema.
-            if rows.shape[1] != len(self._feature_names) or len(classes) != len(
+            if rows.shape[1] != len(self._feature_names) or int(labels.max()) >= len(
                 self._classes
             ):
                 return
-            self._classes += classes
+            if len(labels) <= _FEW_ROWS:
+                for label in labels.tolist():
+                    self._few_classes[label] += 1
+            else:
+                self._classes += np.bincount(labels, minlength=len(self._classes))
             self._confidence.add(confidence[:, np.newaxis])
             self._features.add(rows)
 
@@ -162,9 +191,8 @@ class PredictionStats(Collector):
                 "Rows predicted, by predicted class.",
                 labels=["model_name", "class"],
             )
-            for name, count in zip(
-                self._class_names, self._classes.tolist(), strict=True
-            ):
+            counts = self._classes + np.array(self._few_classes, dtype=np.int64)
+            for name, count in zip(self._class_names, counts.tolist(), strict=True):
                 predictions.add_metric([self.model_name, name], count)
             confidence = HistogramMetricFamily(
                 "iris_prediction_confidence_ratio",
@@ -174,7 +202,7 @@ class PredictionStats(Collector):
             confidence.add_metric(
                 [self.model_name],
                 self._confidence.buckets(0),
-                float(self._confidence.totals[0]),
+                self._confidence.total(0),
             )
             features = HistogramMetricFamily(
                 "iris_feature_value_centimeters",
@@ -186,7 +214,7 @@ class PredictionStats(Collector):
                 features.add_metric(
                     [self.model_name, name],
                     self._features.buckets(column),
-                    float(self._features.totals[column]),
+                    self._features.total(column),
                 )
         yield predictions
         yield confidence
