@@ -107,16 +107,20 @@ class DriftWindow(Collector):
 
     def use(self, reference: DriftReference | None) -> None:
         """Score against this reference from now on, starting from an empty window."""
+        if self.capacity == 0:
+            reference = None
+        elif reference is None:
+            log.warning("no drift reference model=%s scores=off", self.model_name)
         columns = len(reference.features) if reference else 0
         with self._lock:
             self._reference = reference
             self._rows = np.empty((self.capacity, columns), dtype=np.float64)
             self._next = 0
             self._filled = 0
-        if reference is None:
-            log.warning("no drift reference model=%s scores=off", self.model_name)
 
     def record(self, rows: NDArray[np.float64], labels: NDArray[np.int64]) -> None:
+        if self.capacity == 0:
+            return
         with self._lock:
             if self._reference is None or rows.shape[1] != self._rows.shape[1]:
                 return
@@ -126,14 +130,19 @@ class DriftWindow(Collector):
                 self._labels[:] = labels[-self.capacity :]
                 self._next, self._filled = 0, self.capacity
                 return
-            end = self._next + count
-            head = min(end, self.capacity) - self._next
-            self._rows[self._next : self._next + head] = rows[:head]
-            self._labels[self._next : self._next + head] = labels[:head]
-            self._rows[: count - head] = rows[head:]
-            self._labels[: count - head] = labels[head:]
+            start, end = self._next, self._next + count
+            if end <= self.capacity:
+                self._rows[start:end] = rows
+                self._labels[start:end] = labels
+            else:
+                head = self.capacity - start
+                self._rows[start:] = rows[:head]
+                self._labels[start:] = labels[:head]
+                self._rows[: count - head] = rows[head:]
+                self._labels[: count - head] = labels[head:]
             self._next = end % self.capacity
-            self._filled = min(self.capacity, self._filled + count)
+            if self._filled < self.capacity:
+                self._filled = min(self.capacity, self._filled + count)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:

@@ -167,3 +167,11 @@ def test_an_inconsistent_reference_is_refused(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         FeatureStats(min=0, max=1, mean=0.5, std=0.1, **reference)
+
+
+def test_a_window_of_zero_rows_turns_the_scores_off(trained: TrainedModel) -> None:
+    window = window_of(trained, capacity=0)
+    window.record(trained.split.x_train, trained.split.y_train)
+    found = scores(window)
+    assert found[("iris_drift_window_rows", "")] == 0
+    assert ("iris_model_training_class_ratio", "setosa") not in found
