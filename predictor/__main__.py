@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as error:
         log.error("cannot use the model store: %s", error)
         return 2
-    model = IrisModel(args.model_name, settings.max_rows)
+    model = IrisModel(args.model_name, settings.max_rows, settings.drift_window_rows)
     watcher = ModelWatcher(
         store, model, settings.reload_interval_seconds, settings.evaluator
     )

@@ -17,6 +17,7 @@ from kserve import Model
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from predictor.drift import DriftReference, drift_window
 from predictor.inputs import V1Request, V2Request, parse_v1, parse_v2
 from predictor.metrics import (
     MODEL_FEATURE_MEAN,
@@ -40,11 +41,12 @@ class ValidRequest:
 
 
 class IrisModel(Model):
-    def __init__(self, name: str, max_rows: int) -> None:
+    def __init__(self, name: str, max_rows: int, drift_window_rows: int = 1000) -> None:
         super().__init__(name)
         self.max_rows = max_rows
         self.serving: ServingModel | None = None
         self.stats = prediction_stats(name)
+        self.drift = drift_window(name, drift_window_rows)
         MODEL_READY.labels(name).set(0)
         # Both results exist from the start, so increase() sees the first failure.
         for result in ("success", "failure"):
@@ -67,6 +69,7 @@ class IrisModel(Model):
         for feature, stats in metadata.feature_stats.items():
             MODEL_FEATURE_MEAN.labels(self.name, feature).set(stats.mean)
         self.stats.follow(metadata)
+        self.drift.use(DriftReference.of(metadata))
         MODEL_READY.labels(self.name).set(1)
         # The new model's objects live as long as it serves: keep them out of the
         # cyclic collector's way, which otherwise walks them on every full collection.
@@ -114,6 +117,7 @@ class IrisModel(Model):
         serving, request = payload.serving, payload.request
         prediction = serving.predict(request.rows)
         self.stats.record(request.rows, prediction.labels, prediction.confidence)
+        self.drift.record(request.rows, prediction.labels)
         if isinstance(request, V2Request):
             return self._v2_response(request, prediction, serving.version)
         if request.probabilities:

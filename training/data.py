@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from training.store.bucket import BucketStore, S3Settings
 from training.store.layout import FeatureSchema, FeatureStats, GoldenRows
+from training.store.reference import describe_feature
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,7 @@ class DataSplit:
     def feature_stats(self) -> dict[str, FeatureStats]:
         """Each feature's distribution in the training part."""
         return {
-            name: FeatureStats(
-                min=float(column.min()),
-                max=float(column.max()),
-                mean=float(column.mean()),
-                std=float(column.std()),
-            )
+            name: describe_feature(column)
             for name, column in zip(self.dataset.features, self.x_train.T, strict=True)
         }
 

@@ -11,6 +11,7 @@ from training.estimator import build_estimator, hyperparameters
 from training.evaluation import fit_and_evaluate
 from training.settings import TrainingSettings
 from training.store import ModelCard
+from training.store.reference import class_priors
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def train(settings: TrainingSettings) -> TrainedModel:
         feature_names=dataset.features,
         class_names=[str(name) for name in dataset.classes],
         feature_stats=split.feature_stats(),
+        class_priors=class_priors(split.y_train, len(dataset.classes)),
         random_state=settings.random_state,
         test_fraction=settings.test_fraction,
         dataset_sha256=split.dataset_sha256,
