@@ -2,7 +2,8 @@
 
 - A POST body must be JSON (``Content-Type: application/json``), else 415; v2
   inference also takes the binary tensor extension (``application/octet-stream``, or
-  no Content-Type at all, as tritonclient sends it). Any Content-Encoding but
+  no Content-Type at all, as tritonclient sends it: then a body without binary
+  tensors is read as JSON). Any Content-Encoding but
   identity is 415.
 - A body larger than the limit is refused with 413 before it is parsed: at once when
   ``Content-Length`` says so, or as soon as a chunked body grows past it. A body that
@@ -72,6 +73,16 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _untyped_json_infer(scope: Scope) -> bool:
+    """A v2 infer body with neither Content-Type nor binary tensors is JSON."""
+    return (
+        scope["method"] == "POST"
+        and V2_INFER.match(scope["path"]) is not None
+        and _header(scope, b"content-type") is None
+        and _header(scope, b"inference-header-content-length") is None
+    )
+
+
 class RequestGuard:
     def __init__(
         self,
@@ -117,6 +128,10 @@ class RequestGuard:
                     [(b"retry-after", b"1")],
                 )
                 return
+            if _untyped_json_infer(scope):
+                # tritonclient sends JSON tensors with no Content-Type at all.
+                json_type = (b"content-type", b"application/json")
+                scope = {**scope, "headers": [*scope["headers"], json_type]}
             if scope["method"] == "HEAD":
                 # RFC 9110: HEAD is GET without the body, which uvicorn leaves out.
                 scope = {**scope, "method": "GET"}
