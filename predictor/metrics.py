@@ -29,6 +29,20 @@ from training.data import CLASS_NAMES, FEATURE_NAMES
 # A *_created series beside every counter doubles what each scrape reads and stores.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+)
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 # Iris measurements run from 0.1 to 7.9 cm; half-centimetre buckets show drift.
 FEATURE_BUCKETS_CM = tuple(float(edge) for edge in np.arange(0.5, 8.01, 0.5))
@@ -63,7 +77,19 @@ HTTP_DURATION = Histogram(
     "iris_http_request_duration_seconds",
     "Time from request to the end of the response, by route.",
     ["route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    buckets=LATENCY_BUCKETS,
+)
+
+GRPC_REQUESTS = Counter(
+    "iris_grpc_requests",
+    "gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "iris_grpc_request_duration_seconds",
+    "Time from call to answer, by gRPC method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
 )
 
 
