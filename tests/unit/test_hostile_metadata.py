@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from predictor.inputs import RequestSchema
 from predictor.serving import ServingModel
 from tests.unit.test_watcher import new_watcher, reloads
 from training.store import IntegrityError, ModelStore, Pointer, open_store
@@ -241,7 +242,10 @@ def test_a_version_that_stops_serving_leaves_no_metric_series(
     for metadata in (previous, current):
         model.serve(
             ServingModel(
-                metadata, trained.estimator, "sklearn", trained.estimator.predict_proba
+                metadata,
+                RequestSchema.of(current),
+                "sklearn",
+                trained.estimator.predict_proba,
             )
         )
 

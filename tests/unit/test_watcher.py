@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from predictor.inputs import InputLimits
 from predictor.model import IrisModel
 from predictor.watcher import ModelWatcher
 from tests.conftest import new_s3_server, start_nanio
@@ -43,7 +42,7 @@ def _reloads_total(result: str) -> float:
 
 
 def new_watcher(store_uri: str) -> ModelWatcher:
-    model = IrisModel(MODEL_NAME, InputLimits(10_000, 0.0, 100.0))
+    model = IrisModel(MODEL_NAME, max_rows=10_000)
     watcher = ModelWatcher(open_store(store_uri), model, 0.01, "sklearn")
     _counted_from[id(watcher)] = {
         result: _reloads_total(result) for result in ("success", "failure")

@@ -5,6 +5,10 @@ A store (a directory or an S3 prefix) holds::
     latest.json                      the pointer: {"version", "metadata_sha256"}
     versions/<version>/model.skops   the fitted estimator, in skops format
     versions/<version>/metadata.json ModelMetadata, including the model file's sha256
+    versions/<version>/grid.npz      the serving artifact (``grid``), when it fits
+
+The metadata holds the model's schema (its features, their units and accepted
+ranges, its classes) and golden rows, so a predictor needs nothing else to serve it.
 
 A version becomes visible only when the pointer names it, and the pointer is written
 last. Every read is verified along the chain pointer -> metadata -> model file.
@@ -13,6 +17,7 @@ last. Every read is verified along the chain pointer -> metadata -> model file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import secrets
 from datetime import UTC, datetime
@@ -23,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 POINTER_NAME: Final = "latest.json"
 VERSIONS_DIR: Final = "versions"
 MODEL_FILE: Final = "model.skops"
+GRID_FILE: Final = "grid.npz"
 METADATA_FILE: Final = "metadata.json"
 SCHEMA_VERSION: Final = 1
 
@@ -109,6 +115,74 @@ class FeatureStats(BaseModel):
     max: Finite
     mean: Finite
     std: Finite
+    # The drift reference (training/store/reference.py); empty in metadata published
+    # before it existed, and then the predictor exports no drift scores.
+    bin_edges: list[float] = Field(
+        default_factory=list,
+        description="Training deciles, ascending: the PSI's bins (-inf, e0], ..., "
+        "(e_last, inf).",
+    )
+    bin_fractions: list[float] = Field(
+        default_factory=list, description="Share of training rows in each PSI bin."
+    )
+    cdf_values: list[float] = Field(
+        default_factory=list,
+        description="Training percentiles, ascending: where the CDF is recorded.",
+    )
+    cdf_fractions: list[float] = Field(
+        default_factory=list,
+        description="Share of training rows at or below each of cdf_values.",
+    )
+
+    @model_validator(mode="after")
+    def _reference_is_consistent(self) -> FeatureStats:
+        if self.bin_edges and len(self.bin_fractions) != len(self.bin_edges) + 1:
+            raise ValueError("bin_fractions needs one more entry than bin_edges")
+        if len(self.cdf_fractions) != len(self.cdf_values):
+            raise ValueError("cdf_fractions needs one entry per cdf_values")
+        for name in ("bin_edges", "cdf_values", "cdf_fractions"):
+            values = getattr(self, name)
+            if any(b <= a for a, b in itertools.pairwise(values)):
+                raise ValueError(f"{name} must be strictly ascending")
+        if any(
+            not 0 <= share <= 1 for share in self.bin_fractions + self.cdf_fractions
+        ):
+            raise ValueError("fractions must lie in [0, 1]")
+        return self
+
+
+class FeatureSchema(BaseModel):
+    """One input column: its name in a request, its unit, the values accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    unit: str | None = None
+    # The accepted range: training's observed range widened by a margin.
+    min: float
+    max: float
+
+
+class GoldenRows(BaseModel):
+    """Held-out rows and the exact probabilities training's scikit-learn gave them.
+
+    A loaded model must reproduce them bit for bit before it serves.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: list[list[float]] = Field(min_length=1)
+    probabilities: list[list[float]] = Field(min_length=1)
+
+
+class ServingArtifact(BaseModel):
+    """The model compiled for serving with NumPy alone (``training.store.grid``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Literal["grid.npz"] = GRID_FILE
+    format: Literal["threshold-grid-npz"] = "threshold-grid-npz"
+    sha256: str = Field(pattern=SHA256_PATTERN)
 
 
 class ModelCard(BaseModel):
@@ -122,9 +196,19 @@ class ModelCard(BaseModel):
     feature_names: list[Name] = Field(min_length=1, max_length=MAX_ITEMS)
     class_names: list[Name] = Field(min_length=1, max_length=MAX_ITEMS)
     feature_stats: dict[Name, FeatureStats] = Field(max_length=MAX_ITEMS)
+    class_priors: list[Ratio] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Each class's share of the training rows, in class_names order: "
+        "the reference of the predictions' drift. Empty in older metadata.",
+    )
     random_state: Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
     test_fraction: Ratio
     dataset_sha256: str = Field(pattern=SHA256_PATTERN)
+    # The schema a request follows; class ids index ``classes``.
+    features: list[FeatureSchema] = Field(min_length=1, max_length=MAX_ITEMS)
+    classes: list[Name] | list[int] = Field(min_length=2, max_length=MAX_ITEMS)
+    golden: GoldenRows
 
     @model_validator(mode="after")
     def _stats_describe_the_features(self) -> ModelCard:
@@ -153,3 +237,5 @@ class ModelMetadata(ModelCard):
     model_file: Literal["model.skops"] = MODEL_FILE
     model_format: Literal["skops"] = "skops"
     model_sha256: str = Field(pattern=SHA256_PATTERN)
+    # None when the grid would be too large: then only the model file can serve.
+    serving_artifact: ServingArtifact | None = None
