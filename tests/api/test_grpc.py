@@ -219,13 +219,13 @@ MISTAKES = {
     "a value out of range": (
         raw_request([[5.1, 3.5, 1.4, 1000.0]]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        'input "input-0" row 0 column 3 = 1000 is outside the accepted range '
-        "0 to 100 cm",
+        'input "input-0" row 0 column 3 = 1000 is outside petal_width\'s accepted '
+        "range",
     ),
     "NaN": (
         raw_request([[5.1, 3.5, float("nan"), 0.2]]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        'input "input-0" row 0 column 2 = nan is outside the accepted range',
+        'input "input-0" row 0 column 2 = nan is outside petal_length\'s accepted',
     ),
     "three features": (
         raw_request([[5.1, 3.5, 1.4]]),
@@ -328,14 +328,14 @@ def test_client_mistakes_get_a_status_that_says_so(
 
 
 def test_a_message_over_the_rest_body_limit_is_refused(server: GRPCPredictor) -> None:
-    rows = np.full((LIMIT // 16 + 1, 4), 5.0, dtype=np.float32)
+    rows = np.tile(np.array([ROWS[0]], dtype=np.float32), (LIMIT // 16 + 1, 1))
     assert rows.nbytes > LIMIT
 
     with pytest.raises(grpc.RpcError) as refused:
         server.stub.ModelInfer(raw_request(rows))
 
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    just_under = np.full((8000, 4), 5.0, dtype=np.float64)
+    just_under = np.tile(np.array([ROWS[0]]), (8000, 1))
     assert just_under.nbytes < LIMIT
     assert len(server.stub.ModelInfer(raw_request(just_under, "FP64")).outputs) == 1
 

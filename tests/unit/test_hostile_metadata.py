@@ -236,7 +236,14 @@ def test_a_version_that_stops_serving_leaves_no_metric_series(
     current = open_store(str(tmp_path)).publish(trained.estimator, trained.card, 5)
     renamed = {f"old_{name}": stats for name, stats in current.feature_stats.items()}
     previous = current.model_copy(
-        update={"feature_names": list(renamed), "feature_stats": renamed}
+        update={
+            "feature_names": list(renamed),
+            "feature_stats": renamed,
+            "features": [
+                feature.model_copy(update={"name": f"old_{feature.name}"})
+                for feature in current.features
+            ],
+        }
     )
 
     for metadata in (previous, current):
