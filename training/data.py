@@ -26,6 +26,11 @@ class IrisSplit:
     y_test: NDArray[np.int64]
     dataset_sha256: str
 
+    @property
+    def evaluation_sha256(self) -> str:
+        """The held-out rows' identity: two models with the same one never saw them."""
+        return hashlib.sha256(self.x_test.tobytes() + self.y_test.tobytes()).hexdigest()
+
     def feature_stats(self) -> dict[str, FeatureStats]:
         """Each feature's distribution in the training part."""
         return {

@@ -23,7 +23,7 @@ class TrainedModel:
 
 
 def train(settings: TrainingSettings) -> TrainedModel:
-    split = load_split(settings.test_fraction, settings.random_state)
+    split = load_split(settings.test_fraction, settings.split_seed)
     log.info(
         "loaded iris rows=%d train=%d test=%d dataset_sha256=%s",
         len(split.y_train) + len(split.y_test),
@@ -59,5 +59,6 @@ def train(settings: TrainingSettings) -> TrainedModel:
         random_state=settings.random_state,
         test_fraction=settings.test_fraction,
         dataset_sha256=split.dataset_sha256,
+        evaluation_sha256=split.evaluation_sha256,
     )
     return TrainedModel(estimator=estimator, card=card, split=split)

@@ -11,3 +11,7 @@ class StoreUnavailableError(StoreError):
 
 class IntegrityError(StoreError):
     """A published file is missing, torn, tampered with or unsafe to load."""
+
+
+class PointerConflictError(StoreError):
+    """The pointer changed since it was read: another writer moved it first."""

@@ -5,6 +5,7 @@ A store (a directory or an S3 prefix) holds::
     latest.json                      the pointer: {"version", "metadata_sha256"}
     versions/<version>/model.skops   the fitted estimator, in skops format
     versions/<version>/metadata.json ModelMetadata, including the model file's sha256
+    history/<id>.json                one PointerChange per move of the pointer
 
 A version becomes visible only when the pointer names it, and the pointer is written
 last. Every read is verified along the chain pointer -> metadata -> model file.
@@ -24,6 +25,7 @@ POINTER_NAME: Final = "latest.json"
 VERSIONS_DIR: Final = "versions"
 MODEL_FILE: Final = "model.skops"
 METADATA_FILE: Final = "metadata.json"
+HISTORY_DIR: Final = "history"
 SCHEMA_VERSION: Final = 1
 
 # UTC time to the microsecond, then 6 random hex digits: fixed width, so versions
@@ -40,6 +42,15 @@ def new_version(now: datetime | None = None) -> str:
 
 def is_version(name: str) -> bool:
     return VERSION_PATTERN.fullmatch(name) is not None
+
+
+def history_key(event_id: str) -> str:
+    return f"{HISTORY_DIR}/{event_id}.json"
+
+
+def version_time(version: str) -> datetime:
+    """When a version was made, from its id."""
+    return datetime.strptime(version[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
 
 
 def version_key(version: str, filename: str) -> str:
@@ -102,6 +113,8 @@ class ModelCard(BaseModel):
     random_state: int
     test_fraction: float
     dataset_sha256: str
+    # The held-out rows' identity: models with the same one never trained on them.
+    evaluation_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
 
 
 class ModelMetadata(ModelCard):
@@ -119,3 +132,16 @@ class ModelMetadata(ModelCard):
     model_file: Literal["model.skops"] = MODEL_FILE
     model_format: Literal["skops"] = "skops"
     model_sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class PointerChange(BaseModel):
+    """One move of the pointer; each is its own file, so writers never clash."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    action: Literal["publish", "rollback", "promote"]
+    version: str = Field(pattern=VERSION_PATTERN.pattern)
+    previous_version: str | None = Field(None, pattern=VERSION_PATTERN.pattern)
+    reason: str
+    by: str
