@@ -36,9 +36,8 @@ COMMANDS = ("versions", "rollback", "promote")
 def run(settings: TrainingSettings) -> ExitCode:
     store = open_store(settings.model_uri)
     trained = train(settings)
-    outcome = publish_if_better(
-        store, trained, settings, settings.pod_name or socket.gethostname()
-    )
+    # A pod's host name is its name, which the history records as who published.
+    outcome = publish_if_better(store, trained, settings, socket.gethostname())
     verdict = outcome.verdict
     location = store.uri
     if outcome.published is not None:
@@ -132,7 +131,7 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             "rollback" if command == "rollback" else "promote",
             target,
             settings.reason,
-            settings.pod_name or socket.gethostname(),
+            socket.gethostname(),
         )
     except VersionUnusableError as error:
         log.error("nothing changed: %s", error)

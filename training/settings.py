@@ -77,11 +77,6 @@ class TrainingSettings(BaseSettings):
     reason: str = Field(
         "", description="Why this run publishes, recorded in the store's history."
     )
-    pod_name: str = Field(
-        "",
-        description="Who publishes, recorded in the store's history; the chart "
-        "sets it from the pod's name. Default: this host's name.",
-    )
     force: bool = Field(
         False,
         description="Publish even if the current model scores better on the same "
@@ -107,9 +102,6 @@ class StoreCommandSettings(BaseSettings):
         "./models", description="The store: a directory or s3://bucket/prefix."
     )
     reason: str = Field("", description="Why the pointer moves, kept in its history.")
-    pod_name: str = Field(
-        "", description="Who moves it, kept in its history. Default: the host name."
-    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log verbosity."
     )

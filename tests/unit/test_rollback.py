@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,7 @@ def test_rollback_and_promote_move_the_pointer_and_record_why(
     first, second = publish_two(tmp_path / "models", trained)
 
     rolled = run_training(
-        "rollback",
-        "--model_uri",
-        models,
-        "--reason",
-        "bad predictions",
-        env={"IRIS_POD_NAME": "rollback-pod-1"},
+        "rollback", "--model_uri", models, "--reason", "bad predictions"
     )
 
     assert rolled.returncode == 0, rolled.stderr
@@ -65,7 +61,10 @@ def test_rollback_and_promote_move_the_pointer_and_record_why(
         ("promote", second, first),
     ]
     rollback = listing["history"][2]
-    assert (rollback["reason"], rollback["by"]) == ("bad predictions", "rollback-pod-1")
+    assert (rollback["reason"], rollback["by"]) == (
+        "bad predictions",
+        socket.gethostname(),
+    )
 
 
 def test_rollback_refuses_a_missing_or_tampered_version_and_changes_nothing(
