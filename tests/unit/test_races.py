@@ -7,7 +7,9 @@ processes started together on a fresh store, with models trained beforehand.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
+import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -21,6 +23,7 @@ from training.lifecycle import publish_if_better, verified_pointer
 from training.settings import TrainingSettings
 from training.store import open_store
 from training.store.base import PointerState
+from training.store.directory import LOCK_NAME, STALE_LOCK_SECONDS
 from training.store.errors import PointerConflictError
 from training.train import TrainedModel, train
 
@@ -155,3 +158,25 @@ def test_a_stale_swap_is_refused_and_writes_nothing(
     assert store.read_pointer() == first.pointer
     store.swap(second.pointer, store.read_pointer_state(), "publish", "")
     assert store.read_pointer() == second.pointer
+
+
+def test_a_lock_left_by_a_dead_writer_is_broken(
+    tmp_path: Path,
+    contenders: dict[str, TrainedModel],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = open_store(str(tmp_path / "models"))
+    staged = store.stage(b"model", contenders["forest"].card)
+    lock = tmp_path / "models" / LOCK_NAME
+    lock.write_text("node-7 pid=41 crashed")
+    stale = time.time() - STALE_LOCK_SECONDS - 1
+    os.utime(lock, (stale, stale))
+
+    store.swap(staged.pointer, store.read_pointer_state(), "publish", "")
+
+    assert store.read_pointer() == staged.pointer
+    assert not lock.exists()
+    assert "broke a stale pointer lock" in caplog.text
+    assert [p.name for p in lock.parent.iterdir() if p.name.startswith(".")] == [
+        ".staging"
+    ]

@@ -136,8 +136,15 @@ class BucketStore(ModelStore):
     def write_version(self, version: str, files: Mapping[str, bytes]) -> None:
         with self._requests(self.uri):
             if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
-                log.info("created bucket=%s endpoint=%s", self.bucket, self.endpoint)
+                try:
+                    self.client.make_bucket(self.bucket)
+                    log.info(
+                        "created bucket=%s endpoint=%s", self.bucket, self.endpoint
+                    )
+                except S3Error as error:
+                    # Another trainer created it in between: that is what we wanted.
+                    if error.code != "BucketAlreadyOwnedByYou":
+                        raise
             for name, data in files.items():
                 self._put(f"{VERSIONS_DIR}/{version}/{name}", data)
 
