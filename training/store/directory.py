@@ -27,7 +27,7 @@ from pathlib import Path
 
 from training.store.base import ModelStore
 from training.store.errors import PointerConflictError, StoreError
-from training.store.layout import POINTER_NAME, VERSIONS_DIR, is_version
+from training.store.layout import POINTER_NAME, VERSIONS_DIR, is_version, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,16 @@ class DirectoryStore(ModelStore):
                 f"{self.uri}: cannot write version {version}: {error}"
             ) from error
 
+    def read_pointer_with_tag(self) -> tuple[bytes | None, str | None]:
+        # The content's hash, not pointer_tag(): an inode can be reused within one
+        # tick of a coarse mtime, and the same content means the same champion.
+        data = self.read(POINTER_NAME)
+        return data, (sha256_hex(data) if data is not None else None)
+
     def write_pointer(self, data: bytes, expected_tag: str | None) -> None:
         temporary = self.root / f".{POINTER_NAME}.{secrets.token_hex(4)}.tmp"
         with self._pointer_lock():
-            current_tag = self.pointer_tag()
+            _, current_tag = self.read_pointer_with_tag()
             if current_tag != expected_tag:
                 raise PointerConflictError(
                     f"{self.locate(POINTER_NAME)}: changed since it was read"
