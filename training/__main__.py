@@ -14,16 +14,13 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from training.data import DataError
 from training.gate import ExitCode
 from training.lifecycle import VersionUnusableError, move_pointer, publish_if_better
 from training.report import render_report
-from training.settings import (
-    StoreCommandSettings,
-    TrainingSettings,
-    parse_cli,
-    parse_settings,
-)
+from training.settings import StoreCommandSettings, TrainingSettings, parse_settings
 from training.store import ModelStore, StoreError, open_store
+from training.store.cli import parse_cli
 from training.store.errors import PointerConflictError
 from training.store.layout import METADATA_FILE, ModelMetadata, version_key
 from training.train import train
@@ -49,7 +46,13 @@ def run(settings: TrainingSettings) -> ExitCode:
             verdict.reason,
         )
     print(
-        render_report(trained.card.metrics, trained.card.class_names, verdict, location)
+        render_report(
+            trained.card.metrics,
+            trained.card.class_names,
+            verdict,
+            location,
+            trained.split.dataset,
+        )
     )
     return verdict.exit_code
 
@@ -163,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     try:
         return run(settings)
+    except DataError as error:
+        log.error("bad training data, nothing published: %s", error)
+        return ExitCode.USAGE
     except StoreError as error:
         log.error("store error: %s", error)
         return ExitCode.STORE_ERROR

@@ -29,7 +29,6 @@ from training.store import (
 from training.store.base import PointerState
 from training.store.errors import PointerConflictError
 from training.store.layout import METADATA_FILE, sha256_hex, version_key
-from training.store.model_file import dump_model
 from training.train import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ def publish_if_better(
                 store.discard(staged.metadata.version)
             return Outcome(verdict, attempts=attempt)
         if staged is None:
-            staged = store.stage(dump_model(trained.estimator), trained.card)
+            staged = store.stage_estimator(trained.estimator, trained.card)
         try:
             store.swap(staged.pointer, state, "publish", settings.reason, by)
         except PointerConflictError:
