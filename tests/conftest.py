@@ -112,6 +112,25 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         process.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Server]:
+    """moto's S3 in server mode on 127.0.0.1: unlike nanio, it enforces conditional
+    writes (If-Match, If-None-Match), which compare-and-swap publishing relies on."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        # moto accepts any credentials; these only have to be present.
+        yield S3Server(f"http://127.0.0.1:{port}", "moto-test", "moto-test-secret")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """Point this process's IRIS_S3_* settings at the test S3 server."""

@@ -1,65 +1,44 @@
 """``python -m training``: the program the training Job runs.
 
 Train, evaluate, pass the quality gate, publish, report. The exit status says
-which of those happened (see ``training.gate.ExitCode``).
+which of those happened (see ``training.gate.ExitCode``). ``versions``,
+``rollback`` and ``promote`` list the store's versions and move its pointer.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
-from training.data import DataError, DataSplit
-from training.evaluation import held_out_accuracy
-from training.gate import ExitCode, judge
+from training.data import DataError
+from training.gate import ExitCode
+from training.lifecycle import VersionUnusableError, move_pointer, publish_if_better
 from training.report import render_report
-from training.settings import TrainingSettings, parse_settings
-from training.store import IntegrityError, ModelStore, StoreError, open_store
+from training.settings import StoreCommandSettings, TrainingSettings, parse_settings
+from training.store import ModelStore, StoreError, open_store
+from training.store.cli import parse_cli
+from training.store.errors import PointerConflictError
+from training.store.layout import METADATA_FILE, ModelMetadata, version_key
 from training.train import train
 
 log = logging.getLogger("training")
 
-
-def current_accuracy(store: ModelStore, split: DataSplit) -> float | None:
-    """The published model's accuracy on this run's held-out rows, if it is usable."""
-    try:
-        current = store.load_current()
-    except IntegrityError as error:
-        log.warning("current model unusable, a new one may replace it: %s", error)
-        return None
-    if current is None:
-        log.info("no current model uri=%s", store.uri)
-        return None
-    try:
-        accuracy = held_out_accuracy(current.estimator, split)
-    except ValueError as error:
-        log.warning(
-            "current model cannot score this data, a new one may replace it: %s", error
-        )
-        return None
-    log.info(
-        "current model version=%s accuracy=%.4f", current.metadata.version, accuracy
-    )
-    return accuracy
+COMMANDS = ("versions", "rollback", "promote")
 
 
 def run(settings: TrainingSettings) -> ExitCode:
     store = open_store(settings.model_uri)
     trained = train(settings)
-    metrics = trained.card.metrics
-    verdict = judge(
-        metrics.accuracy,
-        settings.min_accuracy,
-        current_accuracy(store, trained.split),
-        settings.force,
-    )
+    # A pod's host name is its name, which the history records as who published.
+    outcome = publish_if_better(store, trained, settings, socket.gethostname())
+    verdict = outcome.verdict
     location = store.uri
-    if verdict.publish:
-        metadata = store.publish(
-            trained.estimator, trained.card, settings.keep_versions
-        )
-        location = f"{store.uri} as version {metadata.version}"
+    if outcome.published is not None:
+        location = f"{store.uri} as version {outcome.published.version}"
     else:
         log.error(
             "refused to publish exit_code=%d reason=%s",
@@ -68,19 +47,123 @@ def run(settings: TrainingSettings) -> ExitCode:
         )
     print(
         render_report(
-            metrics, trained.card.class_names, verdict, location, trained.split.dataset
+            trained.card.metrics,
+            trained.card.class_names,
+            verdict,
+            location,
+            trained.split.dataset,
         )
     )
     return verdict.exit_code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+def list_versions(store: ModelStore) -> list[dict[str, object]]:
+    """Each version, oldest first, with what it is and whether it is current."""
+    pointer = store.read_pointer()
+    current = pointer.version if pointer else None
+    rows: list[dict[str, object]] = []
+    for version in store.list_versions():
+        data = store.read(version_key(version, METADATA_FILE))
+        metadata = None
+        if data is not None:
+            try:
+                metadata = ModelMetadata.model_validate_json(data)
+            except ValueError as error:
+                log.warning("unreadable metadata version=%s error=%s", version, error)
+        rows.append(
+            {
+                "version": version,
+                "current": version == current,
+                "complete": metadata is not None,
+                "created_at": metadata.created_at.isoformat() if metadata else None,
+                "algorithm": metadata.algorithm if metadata else None,
+                "accuracy": metadata.metrics.accuracy if metadata else None,
+                "evaluation_sha256": metadata.evaluation_sha256 if metadata else None,
+            }
+        )
+    return rows
+
+
+def render_versions(rows: list[dict[str, object]]) -> str:
+    lines = [
+        f"  {'version':<29} {'created':<19} {'algorithm':<14} accuracy  evaluation"
+    ]
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        accuracy = row["accuracy"]
+        evaluation = row["evaluation_sha256"]
+        lines.append(
+            f"{mark} {row['version']:<29} {str(row['created_at'] or '-')[:19]:<19} "
+            f"{row['algorithm'] or 'incomplete':<14} "
+            f"{f'{accuracy:.4f}' if isinstance(accuracy, float) else '-':<8}  "
+            f"{str(evaluation)[:12] if evaluation else '-'}"
+        )
+    return "\n".join(lines)
+
+
+def run_command(command: str, argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m training {command}",
+        description={
+            "versions": "List the published versions and the pointer's history.",
+            "rollback": "Make the previous (or a named) verified version current.",
+            "promote": "Make a named, verified version current.",
+        }[command],
+    )
+    if command == "rollback":
+        parser.add_argument("--to", metavar="VERSION", help="the version to restore")
+    if command == "promote":
+        parser.add_argument("target", metavar="VERSION", help="the version to promote")
+    if command == "versions":
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    settings, arguments = parse_cli(StoreCommandSettings, parser, argv)
+    _configure_logging(settings.log_level)
+    try:
+        store = open_store(settings.model_uri)
+        if command == "versions":
+            rows = list_versions(store)
+            history = [change.model_dump(mode="json") for change in store.history()]
+            if arguments.json:
+                print(json.dumps({"versions": rows, "history": history}, indent=2))
+            else:
+                print(render_versions(rows))
+            return ExitCode.PUBLISHED
+        target = arguments.to if command == "rollback" else arguments.target
+        before, after = move_pointer(
+            store,
+            "rollback" if command == "rollback" else "promote",
+            target,
+            settings.reason,
+            socket.gethostname(),
+        )
+    except VersionUnusableError as error:
+        log.error("nothing changed: %s", error)
+        return ExitCode.VERSION_UNUSABLE
+    except PointerConflictError as error:
+        log.error("nothing changed, another writer moved the pointer: %s", error)
+        return ExitCode.CHAMPION_KEPT_CHANGING
+    except StoreError as error:
+        log.error("store error: %s", error)
+        return ExitCode.STORE_ERROR
+    log.info("%s from=%s to=%s uri=%s", command, before, after, store.uri)
+    print(f"{command}: {store.uri} now serves {after} (was {before})")
+    return ExitCode.PUBLISHED
+
+
+def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=settings.log_level,
+        level=level,
         format="time=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in COMMANDS:
+        return run_command(arguments[0], arguments[1:])
+    settings = parse_settings(arguments)
+    _configure_logging(settings.log_level)
     try:
         return run(settings)
     except DataError as error:

@@ -64,6 +64,11 @@ class DataSplit:
     def dataset_sha256(self) -> str:
         return self.dataset.sha256
 
+    @property
+    def evaluation_sha256(self) -> str:
+        """The held-out rows' identity: two models with the same one never saw them."""
+        return hashlib.sha256(self.x_test.tobytes() + self.y_test.tobytes()).hexdigest()
+
     def feature_stats(self) -> dict[str, FeatureStats]:
         """Each feature's distribution in the training part."""
         return {

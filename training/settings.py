@@ -72,7 +72,13 @@ class TrainingSettings(BaseSettings):
         description="Share of rows held out for evaluation. Default 0.2.",
     )
     random_state: int = Field(
-        42, ge=0, description="Seed of the split and the estimator. Default 42."
+        42, ge=0, description="Seed of the estimator and the CV folds. Default 42."
+    )
+    split_seed: int = Field(
+        42,
+        ge=0,
+        description="Seed of the held-out split, fixed apart from random_state so "
+        "that retrained models share their evaluation rows. Default 42.",
     )
     cv_folds: int = Field(
         5, ge=2, description="Cross-validation folds on the training part. Default 5."
@@ -82,6 +88,16 @@ class TrainingSettings(BaseSettings):
         ge=0,
         le=1,
         description="Refuse to publish below this held-out accuracy. Default 0.9.",
+    )
+    min_improvement: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Publish only if held-out accuracy beats the current model's "
+        "by at least this much, so noise does not churn versions. Default 0.",
+    )
+    reason: str = Field(
+        "", description="Why this run publishes, recorded in the store's history."
     )
     force: bool = Field(
         False,
@@ -103,6 +119,20 @@ class TrainingSettings(BaseSettings):
         if bool(self.data) != bool(self.target):
             raise ValueError("--data and --target go together")
         return self
+
+
+class StoreCommandSettings(BaseSettings):
+    """Settings of ``versions``, ``rollback`` and ``promote``."""
+
+    model_config = SettingsConfigDict(env_prefix="IRIS_", cli_kebab_case=False)
+
+    model_uri: str = Field(
+        "./models", description="The store: a directory or s3://bucket/prefix."
+    )
+    reason: str = Field("", description="Why the pointer moves, kept in its history.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log verbosity."
+    )
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> TrainingSettings:

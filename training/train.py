@@ -31,7 +31,7 @@ def train(settings: TrainingSettings) -> TrainedModel:
         settings.max_data_columns,
     )
     split = split_dataset(
-        dataset, settings.test_fraction, settings.random_state, settings.cv_folds
+        dataset, settings.test_fraction, settings.split_seed, settings.cv_folds
     )
     log.info(
         "loaded source=%s rows=%d train=%d test=%d dataset_sha256=%s",
@@ -70,6 +70,7 @@ def train(settings: TrainingSettings) -> TrainedModel:
         random_state=settings.random_state,
         test_fraction=settings.test_fraction,
         dataset_sha256=split.dataset_sha256,
+        evaluation_sha256=split.evaluation_sha256,
         features=split.feature_schema(settings.feature_margin),
         classes=dataset.classes,
         golden=split.golden_rows(estimator.predict_proba(split.x_test)),

@@ -53,7 +53,9 @@ def publish_document(
     metadata = json.dumps(document).encode()
     store.write_version(version, {MODEL_FILE: model_bytes, METADATA_FILE: metadata})
     pointer = Pointer(version=version, metadata_sha256=sha256_hex(metadata))
-    store.write_pointer(pointer.model_dump_json().encode())
+    store.write_pointer(
+        pointer.model_dump_json().encode(), store.read_pointer_with_tag()[1]
+    )
     return version
 
 
@@ -183,14 +185,16 @@ def test_an_oversized_pointer_is_refused_on_both_backends(
     pointer = store.read(POINTER_NAME)
     assert pointer is not None
     # Valid JSON, padded past the limit: read whole, it would load.
-    store.write_pointer(pointer + b" " * MAX_POINTER_BYTES)
+    store.write_pointer(
+        pointer + b" " * MAX_POINTER_BYTES, store.read_pointer_with_tag()[1]
+    )
 
     def read() -> None:
         with pytest.raises(IntegrityError, match="larger than the limit"):
             store.load_current()
 
     assert read_peak(read) < 4 * MAX_POINTER_BYTES
-    store.write_pointer(pointer)
+    store.write_pointer(pointer, store.read_pointer_with_tag()[1])
     loaded = store.load_current()
     assert loaded is not None
     assert loaded.metadata.version == metadata.version

@@ -185,7 +185,7 @@ def test_a_missing_model_file_is_reported_by_name(
 
 def test_a_garbled_pointer_is_refused(store: ModelStore, trained: TrainedModel) -> None:
     store.publish(trained.estimator, trained.card, keep_versions=5)
-    store.write_pointer(b'{"version": "../../etc"}')
+    store.write_pointer(b'{"version": "../../etc"}', store.read_pointer_state().tag)
 
     with pytest.raises(IntegrityError, match=f"{POINTER_NAME}: not a valid pointer"):
         store.load_current()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import S3Server
 from training.data import IRIS_CLASSES, load_split
-from training.gate import ExitCode, judge
+from training.gate import Comparison, ExitCode, compare_recorded, judge
 from training.settings import TrainingSettings, parse_settings
 from training.store import open_store
 from training.train import train
@@ -54,8 +54,15 @@ def test_training_scores_the_held_out_rows(algorithm: str) -> None:
     assert set(card.feature_stats) == set(card.feature_names)
 
 
+def versus(accuracy: float, current: float | None) -> Comparison | None:
+    """The challenger against a current model, both scored on 30 rows."""
+    if current is None:
+        return None
+    return compare_recorded(accuracy, 30, current, 30, "current")
+
+
 def test_the_gate_refuses_below_the_minimum_even_when_forced() -> None:
-    verdict = judge(0.85, min_accuracy=0.9, current_accuracy=None, force=True)
+    verdict = judge(0.85, min_accuracy=0.9, comparison=None, force=True)
 
     assert verdict.exit_code is ExitCode.BELOW_MIN_ACCURACY
     assert not verdict.publish
@@ -63,14 +70,14 @@ def test_the_gate_refuses_below_the_minimum_even_when_forced() -> None:
 
 
 def test_the_gate_refuses_a_model_worse_than_the_current_one() -> None:
-    verdict = judge(0.93, min_accuracy=0.9, current_accuracy=0.97, force=False)
+    verdict = judge(0.93, 0.9, versus(0.93, 0.97), force=False)
 
     assert verdict.exit_code is ExitCode.WORSE_THAN_CURRENT
-    assert "below the current model's 0.9700" in verdict.reason
+    assert "0.9300 against version current's 0.9700" in verdict.reason
 
 
 def test_force_publishes_a_model_worse_than_the_current_one() -> None:
-    verdict = judge(0.93, min_accuracy=0.9, current_accuracy=0.97, force=True)
+    verdict = judge(0.93, 0.9, versus(0.93, 0.97), force=True)
 
     assert verdict.publish
     assert "forced" in verdict.reason
@@ -78,7 +85,7 @@ def test_force_publishes_a_model_worse_than_the_current_one() -> None:
 
 @pytest.mark.parametrize("current", [None, 0.93, 0.97])
 def test_the_gate_publishes_a_model_at_least_as_good(current: float | None) -> None:
-    assert judge(0.97, min_accuracy=0.9, current_accuracy=current, force=False).publish
+    assert judge(0.97, 0.9, versus(0.97, current), force=False).publish
 
 
 def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,9 +139,10 @@ def test_the_job_refuses_a_worse_model_and_writes_nothing(tmp_path: Path) -> Non
     worse = run_training("--model_uri", str(tmp_path), "--algorithm", "decision_tree")
 
     assert worse.returncode == ExitCode.WORSE_THAN_CURRENT
-    assert "NOT PUBLISHED (exit 4): held-out accuracy 0.9333 is below the current" in (
+    assert "NOT PUBLISHED (exit 4): held-out accuracy 0.9333 against version" in (
         worse.stdout
     )
+    assert "difference -0.0333" in worse.stdout
     assert (store.read_pointer(), store.list_versions()) == before
 
     forced = run_training(

@@ -12,16 +12,17 @@ import platform
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as installed_version
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from training.store.errors import IntegrityError, StoreError
+from training.store.errors import IntegrityError, PointerConflictError, StoreError
 from training.store.grid import GridUnavailable, ThresholdGrid
 from training.store.layout import (
     GRID_FILE,
+    HISTORY_DIR,
     MAX_METADATA_BYTES,
     MAX_MODEL_BYTES,
     MAX_POINTER_BYTES,
@@ -31,10 +32,13 @@ from training.store.layout import (
     ModelCard,
     ModelMetadata,
     Pointer,
+    PointerChange,
     ServingArtifact,
+    history_key,
     new_version,
     sha256_hex,
     version_key,
+    version_time,
 )
 from training.store.model_file import dump_model, load_model
 
@@ -42,10 +46,36 @@ log = logging.getLogger(__name__)
 
 # A reader that loses a race with pruning re-reads the pointer this many times.
 _LOAD_ATTEMPTS = 3
+# An unconditional publish retries its compare-and-swap this many times.
+_SWAP_ATTEMPTS = 10
+# A version never made current is another trainer's work in progress until it is
+# this old; after that it is debris from a failed publish, and pruning removes it.
+ORPHAN_GRACE = timedelta(hours=1)
+_PAST_TENSE = {"publish": "published", "rollback": "rolled back", "promote": "promoted"}
 
 
 class MissingFileError(IntegrityError):
     """A file the pointer or the metadata names is not in the store."""
+
+
+@dataclass(frozen=True)
+class PointerState:
+    """The pointer as read, with the backend's tag to compare-and-swap against."""
+
+    tag: str | None
+    pointer: Pointer | None
+
+    @property
+    def version(self) -> str | None:
+        return self.pointer.version if self.pointer else None
+
+
+@dataclass(frozen=True)
+class StagedVersion:
+    """A version written completely to the store but not (yet) current."""
+
+    metadata: ModelMetadata
+    pointer: Pointer
 
 
 @dataclass(frozen=True)
@@ -85,8 +115,20 @@ class ModelStore(ABC):
         """Store a version's files completely and durably, without making it current."""
 
     @abstractmethod
-    def write_pointer(self, data: bytes) -> None:
-        """Replace the pointer in one atomic step."""
+    def write_pointer(self, data: bytes, expected_tag: str | None) -> None:
+        """Replace the pointer in one atomic step if its tag is still expected_tag.
+
+        expected_tag None means no pointer may exist yet. Raises
+        PointerConflictError, and writes nothing, when another writer got there first.
+        """
+
+    @abstractmethod
+    def write_record(self, key: str, data: bytes) -> None:
+        """Store a small file whose key no other writer uses, atomically."""
+
+    @abstractmethod
+    def list_records(self, directory: str) -> list[str]:
+        """The names of the files directly under directory, sorted."""
 
     @abstractmethod
     def list_versions(self) -> list[str]:
@@ -105,6 +147,9 @@ class ModelStore(ABC):
         data = self.read(POINTER_NAME, MAX_POINTER_BYTES)
         if data is None:
             return None
+        return self._parse_pointer(data)
+
+    def _parse_pointer(self, data: bytes) -> Pointer:
         try:
             return Pointer.model_validate_json(data)
         except ValidationError as error:
@@ -112,6 +157,19 @@ class ModelStore(ABC):
                 f"{self.locate(POINTER_NAME)}: not a valid pointer: "
                 f"{_first_error(error)}"
             ) from error
+
+    def read_pointer_state(self) -> PointerState:
+        """The pointer and a tag to swap against."""
+        data, tag = self.read_pointer_with_tag()
+        if data is None:
+            return PointerState(tag=None, pointer=None)
+        return PointerState(tag=tag, pointer=self._parse_pointer(data))
+
+    def read_pointer_with_tag(self) -> tuple[bytes | None, str | None]:
+        """The pointer's bytes and tag. The tag is read first, so a pointer moved in
+        between makes a swap fail rather than succeed on stale data."""
+        tag = self.pointer_tag()
+        return (self.read(POINTER_NAME) if tag else None), tag
 
     def publish(
         self, estimator: Any, card: ModelCard, keep_versions: int
@@ -121,12 +179,9 @@ class ModelStore(ABC):
         The estimator is published as a model file and, when its grid is small
         enough, compiled into the serving grid beside it.
         """
-        try:
-            grid: bytes | None = ThresholdGrid.compile(estimator).to_bytes()
-        except GridUnavailable as error:
-            log.warning("no serving grid, scikit-learn will serve reason=%s", error)
-            grid = None
-        return self.publish_file(dump_model(estimator), card, keep_versions, grid)
+        return self.publish_file(
+            dump_model(estimator), card, keep_versions, _serving_grid(estimator)
+        )
 
     def publish_file(
         self,
@@ -135,7 +190,28 @@ class ModelStore(ABC):
         keep_versions: int,
         grid_bytes: bytes | None = None,
     ) -> ModelMetadata:
-        """Publish serialised model bytes; readers still verify what they load."""
+        """Publish serialised model bytes whatever is current; readers still verify."""
+        staged = self.stage(model_bytes, card, grid_bytes)
+        for _ in range(_SWAP_ATTEMPTS):
+            try:
+                self.swap(staged.pointer, self.read_pointer_state(), "publish", "")
+                break
+            except PointerConflictError:
+                continue
+        else:
+            self.discard(staged.metadata.version)
+            raise PointerConflictError(f"{self.uri}: the pointer kept moving")
+        self.prune(keep_versions, current=staged.metadata.version)
+        return staged.metadata
+
+    def stage_estimator(self, estimator: Any, card: ModelCard) -> StagedVersion:
+        """Write an estimator and its serving grid, without making it current."""
+        return self.stage(dump_model(estimator), card, _serving_grid(estimator))
+
+    def stage(
+        self, model_bytes: bytes, card: ModelCard, grid_bytes: bytes | None = None
+    ) -> StagedVersion:
+        """Write a new version completely, without making it current."""
         version = new_version()
         metadata = ModelMetadata(
             **card.model_dump(),
@@ -154,19 +230,98 @@ class ModelStore(ABC):
             files[GRID_FILE] = grid_bytes
         self.write_version(version, files)
         pointer = Pointer(version=version, metadata_sha256=sha256_hex(metadata_bytes))
-        self.write_pointer(pointer.model_dump_json().encode())
-        log.info("published version=%s uri=%s", version, self.uri)
-        self.prune(keep_versions, current=version)
-        return metadata
+        return StagedVersion(metadata=metadata, pointer=pointer)
+
+    def swap(
+        self,
+        pointer: Pointer,
+        expected: PointerState,
+        action: Literal["publish", "rollback", "promote"],
+        reason: str,
+        by: str = "",
+    ) -> None:
+        """Make pointer current if the pointer is still expected, and record it.
+
+        Raises PointerConflictError when another writer moved the pointer first.
+        """
+        try:
+            self.write_pointer(pointer.model_dump_json().encode(), expected.tag)
+        except PointerConflictError:
+            # A retried request whose first attempt landed reports a conflict.
+            if self.read_pointer() != pointer:
+                raise
+        except StoreError:
+            if action == "publish" and self.read_pointer() != pointer:
+                self.discard(pointer.version)
+            raise
+        log.info(
+            "%s version=%s previous=%s uri=%s",
+            _PAST_TENSE[action],
+            pointer.version,
+            expected.version,
+            self.uri,
+        )
+        change = PointerChange(
+            at=datetime.now(UTC),
+            action=action,
+            version=pointer.version,
+            previous_version=expected.version,
+            reason=reason,
+            by=by,
+        )
+        try:
+            self.write_record(
+                history_key(new_version()), change.model_dump_json().encode()
+            )
+        except StoreError as error:
+            log.warning("pointer change not recorded uri=%s error=%s", self.uri, error)
+
+    def discard(self, version: str) -> None:
+        """Delete a staged version that never became current; errors only logged."""
+        try:
+            self.delete_version(version)
+        except StoreError as error:
+            log.warning("orphan left version=%s error=%s", version, error)
+            return
+        log.info("discarded version=%s uri=%s", version, self.uri)
+
+    def history(self) -> list[PointerChange]:
+        """Every recorded pointer change, oldest first; unreadable records skipped."""
+        changes = []
+        for name in self.list_records(HISTORY_DIR):
+            data = self.read(f"{HISTORY_DIR}/{name}")
+            if data is None:
+                continue
+            try:
+                changes.append(PointerChange.model_validate_json(data))
+            except ValidationError as error:
+                log.warning("history record skipped name=%s error=%s", name, error)
+        return changes
 
     def prune(self, keep_versions: int, current: str) -> None:
-        """Delete all but the newest keep_versions versions; never the current one."""
+        """Keep the current version and the newest keep_versions that were current.
+
+        Versions never made current do not count: they are another trainer's work
+        in progress, or debris of a failed publish, deleted once ORPHAN_GRACE old.
+        A store without history (made before it was kept) counts every version.
+        """
         if keep_versions < 1:
             raise ValueError("keep_versions must be at least 1")
-        for version in self.list_versions()[:-keep_versions]:
-            if version != current:
-                self.delete_version(version)
-                log.info("pruned version=%s uri=%s", version, self.uri)
+        versions = self.list_versions()
+        history = self.history()
+        were_current = {change.version for change in history} | {current}
+        if not history:
+            were_current |= set(versions)
+        published = [version for version in versions if version in were_current]
+        keep = set(published[-keep_versions:]) | {current}
+        orphan_before = datetime.now(UTC) - ORPHAN_GRACE
+        for version in versions:
+            if version in keep:
+                continue
+            if version not in were_current and version_time(version) > orphan_before:
+                continue
+            self.delete_version(version)
+            log.info("pruned version=%s uri=%s", version, self.uri)
 
     def load(self, pointer: Pointer, prefer_grid: bool = False) -> PublishedModel:
         """Load the version a pointer names, verifying each file on the way.
@@ -234,6 +389,15 @@ class ModelStore(ABC):
                 f"{expected_sha256} ({len(data)} bytes)"
             )
         return data
+
+
+def _serving_grid(estimator: Any) -> bytes | None:
+    """The estimator compiled into the serving grid, or None when it is too large."""
+    try:
+        return ThresholdGrid.compile(estimator).to_bytes()
+    except GridUnavailable as error:
+        log.warning("no serving grid, scikit-learn will serve reason=%s", error)
+        return None
 
 
 def _first_error(error: ValidationError) -> str:

@@ -2,7 +2,9 @@
 
 S3 writes each object atomically but has no rename, so a version's objects are
 all written before the pointer object, which is written last: a reader that
-follows the pointer finds every file of the version it names.
+follows the pointer finds every file of the version it names. The pointer is
+written conditionally (``If-Match`` on the ETag read, ``If-None-Match: *`` when
+there was none), so of two writers that read the same pointer only one wins.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from training.store.base import ModelStore
 from training.store.errors import (
     FileTooLargeError,
+    PointerConflictError,
     StoreError,
     StoreUnavailableError,
 )
@@ -36,6 +39,8 @@ from training.store.layout import (
 log = logging.getLogger(__name__)
 
 _ABSENT = {"NoSuchKey", "NoSuchBucket"}
+# 412 when the condition fails; AWS answers 409 to a write racing another one.
+_CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 class S3Settings(BaseSettings):
@@ -134,17 +139,76 @@ class BucketStore(ModelStore):
                 raise
         return True
 
+    def read_pointer_with_tag(self) -> tuple[bytes | None, str | None]:
+        # One GET returns the bytes and the ETag that describes exactly them.
+        with self._requests(self.locate(POINTER_NAME)):
+            try:
+                response = self.client.get_object(
+                    self.bucket, self._object(POINTER_NAME)
+                )
+            except S3Error as error:
+                if error.code in _ABSENT:
+                    return None, None
+                raise
+            try:
+                return response.read(), response.headers["ETag"].strip('"')
+            finally:
+                response.close()
+                response.release_conn()
+
     def write_version(self, version: str, files: Mapping[str, bytes]) -> None:
         with self._requests(self.uri):
             if not self.client.bucket_exists(self.bucket):
-                self.client.make_bucket(self.bucket)
-                log.info("created bucket=%s endpoint=%s", self.bucket, self.endpoint)
+                try:
+                    self.client.make_bucket(self.bucket)
+                    log.info(
+                        "created bucket=%s endpoint=%s", self.bucket, self.endpoint
+                    )
+                except S3Error as error:
+                    # Another trainer created it in between: that is what we wanted.
+                    if error.code != "BucketAlreadyOwnedByYou":
+                        raise
             for name, data in files.items():
                 self._put(f"{VERSIONS_DIR}/{version}/{name}", data)
 
-    def write_pointer(self, data: bytes) -> None:
+    def write_pointer(self, data: bytes, expected_tag: str | None) -> None:
+        condition: dict[str, str | list[str] | tuple[str]] = (
+            {"If-None-Match": "*"}
+            if expected_tag is None
+            else {"If-Match": f'"{expected_tag}"'}
+        )
         with self._requests(self.locate(POINTER_NAME)):
-            self._put(POINTER_NAME, data)
+            try:
+                # put_object would send these as x-amz-meta-* user metadata
+                # (minio 7.2 helpers.normalize_headers); _put_object sends them as is.
+                self.client._put_object(
+                    self.bucket, self._object(POINTER_NAME), data, condition
+                )
+            except S3Error as error:
+                if error.code in _CONFLICT:
+                    raise PointerConflictError(
+                        f"{self.locate(POINTER_NAME)}: changed since it was read"
+                    ) from error
+                raise
+
+    def write_record(self, key: str, data: bytes) -> None:
+        with self._requests(self.locate(key)):
+            self._put(key, data)
+
+    def list_records(self, directory: str) -> list[str]:
+        listing = self._object(f"{directory}/")
+        with self._requests(self.locate(directory)):
+            try:
+                names = [
+                    item.object_name[len(listing) :]
+                    for item in self.client.list_objects(self.bucket, prefix=listing)
+                    if item.object_name is not None and not item.is_dir
+                ]
+            except S3Error as error:
+                if error.code in _ABSENT:
+                    return []
+                raise
+        return sorted(names)
 
     def _put(self, key: str, data: bytes) -> None:
         self.client.put_object(

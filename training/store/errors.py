@@ -18,3 +18,7 @@ class FileTooLargeError(IntegrityError):
 
     def __init__(self, where: str, max_bytes: int) -> None:
         super().__init__(f"{where}: larger than the limit of {max_bytes} bytes")
+
+
+class PointerConflictError(StoreError):
+    """The pointer changed since it was read: another writer moved it first."""

@@ -6,6 +6,7 @@ A store (a directory or an S3 prefix) holds::
     versions/<version>/model.skops   the fitted estimator, in skops format
     versions/<version>/metadata.json ModelMetadata, including the model file's sha256
     versions/<version>/grid.npz      the serving artifact (``grid``), when it fits
+    history/<id>.json                one PointerChange per move of the pointer
 
 The metadata holds the model's schema (its features, their units and accepted
 ranges, its classes) and golden rows, so a predictor needs nothing else to serve it.
@@ -30,6 +31,7 @@ VERSIONS_DIR: Final = "versions"
 MODEL_FILE: Final = "model.skops"
 GRID_FILE: Final = "grid.npz"
 METADATA_FILE: Final = "metadata.json"
+HISTORY_DIR: Final = "history"
 SCHEMA_VERSION: Final = 1
 
 # UTC time to the microsecond, then 6 random hex digits: fixed width, so versions
@@ -69,6 +71,15 @@ def new_version(now: datetime | None = None) -> str:
 
 def is_version(name: str) -> bool:
     return VERSION_PATTERN.fullmatch(name) is not None
+
+
+def history_key(event_id: str) -> str:
+    return f"{HISTORY_DIR}/{event_id}.json"
+
+
+def version_time(version: str) -> datetime:
+    """When a version was made, from its id."""
+    return datetime.strptime(version[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
 
 
 def version_key(version: str, filename: str) -> str:
@@ -209,6 +220,8 @@ class ModelCard(BaseModel):
     features: list[FeatureSchema] = Field(min_length=1, max_length=MAX_ITEMS)
     classes: list[Name] | list[int] = Field(min_length=2, max_length=MAX_ITEMS)
     golden: GoldenRows
+    # The held-out rows' identity: models with the same one never trained on them.
+    evaluation_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
 
     @model_validator(mode="after")
     def _stats_describe_the_features(self) -> ModelCard:
@@ -239,3 +252,16 @@ class ModelMetadata(ModelCard):
     model_sha256: str = Field(pattern=SHA256_PATTERN)
     # None when the grid would be too large: then only the model file can serve.
     serving_artifact: ServingArtifact | None = None
+
+
+class PointerChange(BaseModel):
+    """One move of the pointer; each is its own file, so writers never clash."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    action: Literal["publish", "rollback", "promote"]
+    version: str = Field(pattern=VERSION_PATTERN.pattern)
+    previous_version: str | None = Field(None, pattern=VERSION_PATTERN.pattern)
+    reason: str
+    by: str
