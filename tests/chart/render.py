@@ -190,6 +190,9 @@ MODES: dict[str, Mode] = {
     "pvc-deleted-on-uninstall": Mode(
         {"storage": {"pvc": {"keepOnUninstall": False, "storageClass": "standard"}}}
     ),
+    "pvc-read-write-many": Mode(
+        {"storage": {"pvc": {"accessModes": ["ReadWriteMany"], "storageClass": "nfs"}}}
+    ),
     "s3-external": Mode(EXTERNAL_S3),
     "minio": Mode(BUNDLED_MINIO),
     "hpa-off": Mode({"autoscaling": {"enabled": False}}),

@@ -12,6 +12,7 @@ import yaml
 
 from tests.chart.render import (
     CHART,
+    EXTERNAL_S3,
     MODES,
     NAMESPACE,
     NEWEST_KUBERNETES,
@@ -81,7 +82,6 @@ def test_defaults_install_a_pvc_a_job_and_autoscaled_predictors() -> None:
         "NetworkPolicy",
         "PersistentVolumeClaim",
         "Pod",
-        "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
     ]
@@ -268,8 +268,24 @@ def test_the_schema_refuses_wrong_values(values: Mapping[str, Any], where: str) 
             "must not exceed autoscaling.maxReplicas",
         ),
         (
-            {"autoscaling": {"enabled": False}, "predictor": {"replicaCount": 1}},
+            {
+                **EXTERNAL_S3,
+                "autoscaling": {"enabled": False},
+                "predictor": {"replicaCount": 1},
+            },
             "podDisruptionBudget.minAvailable .1. must be below",
+        ),
+        (
+            {"predictor": {"topologySpread": {"enabled": True}}},
+            "predictor.topologySpread.enabled needs storage every node can read",
+        ),
+        (
+            {"podDisruptionBudget": {"enabled": True}},
+            "would block its drain forever",
+        ),
+        (
+            {"storage": {"pvc": {"accessModes": ["ReadWriteOncePod"]}}},
+            "ReadWriteOncePod lets one pod mount the models",
         ),
     ],
 )

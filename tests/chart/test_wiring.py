@@ -465,7 +465,7 @@ def test_network_policies_select_every_pod_and_open_only_what_is_used(
 
 
 def test_topology_spread_selects_the_predictor_pods() -> None:
-    manifests = MODES["defaults"].render()
+    manifests = MODES["s3-external"].render()
     spec = manifests.get("Deployment", RELEASE)["spec"]["template"]
     (constraint,) = spec["spec"]["topologySpreadConstraints"]
     assert constraint["topologyKey"] == "kubernetes.io/hostname"

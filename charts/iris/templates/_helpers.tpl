@@ -107,6 +107,40 @@ Names of the objects, each in one place.
 {{- end }}
 
 {{/*
+"true" when every node can read the models at once: a bucket, or a ReadWriteMany
+volume. A ReadWriteOnce volume attaches to one node at a time.
+*/}}
+{{- define "iris.sharedStorage" -}}
+{{- or (eq .Values.storage.type "s3") (has "ReadWriteMany" .Values.storage.pvc.accessModes) }}
+{{- end }}
+
+{{/*
+A pod's affinity: (dict "context" $ "affinity" <the workload's affinity value>). On a
+volume only
+one node can attach, the Job and the predictors require each other's node, so the
+scheduler puts them all where the volume is instead of where it can never attach.
+The first of them may go anywhere: a pod that matches its own required term is let
+through when no pod matches yet (the Kubernetes inter-pod affinity rule).
+*/}}
+{{- define "iris.affinity" -}}
+{{- $affinity := deepCopy .affinity }}
+{{- if ne (include "iris.sharedStorage" .context) "true" }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" }}
+{{- $selector := include "iris.selectorLabels" .context | fromYaml }}
+{{- $components := dict "key" "app.kubernetes.io/component" "operator" "In" "values" (list "predictor" "training") }}
+{{- $_ := set $term "labelSelector" (dict "matchLabels" $selector "matchExpressions" (list $components)) }}
+{{- $podAffinity := get $affinity "podAffinity" | default dict }}
+{{- $required := get $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" | default list }}
+{{- $_ = set $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" (append $required $term) }}
+{{- $_ = set $affinity "podAffinity" $podAffinity }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 The image both programs run: one image, two entry points.
 */}}
 {{- define "iris.image" -}}
@@ -293,6 +327,28 @@ left null (auto) and the cluster serves the prometheus-operator's API.
 {{- end }}
 
 {{/*
+Whether the predictors spread over nodes and have a PodDisruptionBudget: as set, or
+when null, only where every node can read the models.
+*/}}
+{{- define "iris.topologySpread" -}}
+{{- $enabled := .Values.predictor.topologySpread.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- include "iris.sharedStorage" . }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{- define "iris.podDisruptionBudget" -}}
+{{- $enabled := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- include "iris.sharedStorage" . }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks across values that the schema cannot express, each failing with what to change.
 */}}
 {{- define "iris.validate" -}}
@@ -314,7 +370,18 @@ Checks across values that the schema cannot express, each failing with what to c
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- if has "ReadWriteOncePod" .Values.storage.pvc.accessModes }}
+{{- fail "storage.pvc.accessModes ReadWriteOncePod lets one pod mount the models, but the training Job and every predictor need them: use ReadWriteOnce (one node), ReadWriteMany, or storage.type s3" }}
+{{- end }}
+{{- if ne (include "iris.sharedStorage" .) "true" }}
+{{- if .Values.predictor.topologySpread.enabled }}
+{{- fail "predictor.topologySpread.enabled needs storage every node can read: a ReadWriteOnce volume attaches to one node, so the predictors share its node (a predictor spread elsewhere never starts: Multi-Attach). Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave topologySpread.enabled null" }}
+{{- end }}
 {{- if .Values.podDisruptionBudget.enabled }}
+{{- fail "podDisruptionBudget.enabled needs storage every node can read: on a ReadWriteOnce volume every predictor is on the volume's node, whose replacements can only land on that cordoned node, so the budget would block its drain forever. Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave podDisruptionBudget.enabled null" }}
+{{- end }}
+{{- end }}
+{{- if eq (include "iris.podDisruptionBudget" .) "true" }}
 {{- $replicas := ternary .Values.autoscaling.minReplicas .Values.predictor.replicaCount .Values.autoscaling.enabled }}
 {{- if le (int $replicas) (int .Values.podDisruptionBudget.minAvailable) }}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the predictor's minimum replicas (%d), or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int $replicas)) }}

@@ -79,8 +79,5 @@ template:
     tolerations:
       {{- toYaml . | nindent 6 }}
     {{- end }}
-    {{- with .Values.training.affinity }}
-    affinity:
-      {{- toYaml . | nindent 6 }}
-    {{- end }}
+    {{- include "iris.affinity" (dict "context" . "affinity" .Values.training.affinity) | nindent 4 }}
 {{- end }}
