@@ -70,8 +70,15 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 Names of the objects, each in one place.
 */}}
+{{/*
+The training Job is named from a hash of its own spec (the image, the training
+settings, everything that shapes the model): an upgrade that changes none of them
+keeps the finished Job and does not retrain, one that does runs a new Job rather than
+editing an immutable one, and `helm template` (Argo CD) names it the same every time.
+*/}}
 {{- define "iris.trainingJobName" -}}
-{{- printf "%s-train-%d" (include "iris.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) }}
+{{- $hash := include "iris.trainingJobSpec" . | sha256sum | trunc 10 }}
+{{- printf "%s-train-%s" (include "iris.fullname" . | trunc 46 | trimSuffix "-") $hash }}
 {{- end }}
 
 {{- define "iris.retrainCronJobName" -}}

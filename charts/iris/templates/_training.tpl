@@ -4,7 +4,9 @@ The spec of a training Job, for the install/upgrade Job and the CronJob alike.
 {{- define "iris.trainingJobSpec" -}}
 backoffLimit: {{ .Values.training.backoffLimit }}
 activeDeadlineSeconds: {{ .Values.training.activeDeadlineSeconds }}
+{{- if not (kindIs "invalid" .Values.training.ttlSecondsAfterFinished) }}
 ttlSecondsAfterFinished: {{ .Values.training.ttlSecondsAfterFinished }}
+{{- end }}
 podFailurePolicy:
   rules:
     # An eviction or a node drain is not the program failing: run again, uncounted.
