@@ -228,6 +228,41 @@ MODES: dict[str, Mode] = {
         {**BUNDLED_MINIO, "training": {"schedule": {"enabled": True}}},
         MONITORING_APIS,
     ),
+    "extension-points": Mode(
+        {
+            **EXTERNAL_S3,
+            "image": {"digest": "sha256:" + "ab" * 32},
+            "commonLabels": {"team": "ml"},
+            "podSecurityContext": {"runAsUser": None, "runAsGroup": None},
+            "containerSecurityContext": {"runAsUser": None, "runAsGroup": None},
+            "predictor": {
+                "podLabels": {"sidecar.istio.io/inject": "false"},
+                "priorityClassName": "serving",
+                "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+                "extraEnvFrom": [{"configMapRef": {"name": "proxy"}}],
+                "extraVolumes": [{"name": "ca", "configMap": {"name": "ca"}}],
+                "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca"}],
+                "topologySpreadConstraints": [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": {
+                            "matchLabels": {"app.kubernetes.io/component": "predictor"}
+                        },
+                    }
+                ],
+            },
+            "training": {
+                "podLabels": {"cost-center": "training"},
+                "priorityClassName": "batch",
+                "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "2"}],
+                "extraEnvFrom": [{"secretRef": {"name": "tracking"}}],
+                "extraVolumes": [{"name": "cache", "emptyDir": {}}],
+                "extraVolumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+            },
+        }
+    ),
     "clusterip-features-off": Mode(
         {
             "service": {"type": "ClusterIP"},

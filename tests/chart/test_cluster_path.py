@@ -4,6 +4,7 @@ rendered chart and with the code they run."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -217,19 +218,20 @@ def test_make_builds_and_installs_the_image_the_chart_runs() -> None:
 def test_the_minio_storage_mode_installs_the_bundled_minio() -> None:
     commands = make_commands("kind-install", STORAGE="minio")
     (install,) = [c for c in commands if c.startswith("helm upgrade --install")]
-    values_file = (
-        REPO / shlex.split(install)[shlex.split(install).index("--values") + 1]
-    )
-    manifests = release_render(values_file)
+    arguments = shlex.split(install)
+    values_files = [
+        REPO / arguments[i + 1] for i, a in enumerate(arguments) if a == "--values"
+    ]
+    manifests = release_render(*values_files)
     assert manifests.get("Service", f"{make_variable('RELEASE')}-minio")
     environment = _chart_environment(manifests)
     assert environment["IRIS_MODEL_URI"].startswith("s3://")
-    pvc_install = [
+    (pvc_install,) = [
         c
         for c in make_commands("kind-install", STORAGE="pvc")
         if c.startswith("helm upgrade --install")
     ]
-    assert "--values" not in pvc_install[0]
+    assert "minio-values.yaml" not in pvc_install
 
 
 def test_the_debug_step_finds_every_component_by_the_charts_labels() -> None:
@@ -292,7 +294,9 @@ def test_the_inference_service_is_a_valid_kserve_standard_deployment(name: str) 
     )
     V1ObjectMeta.model_validate(service["metadata"])
     annotations = service["metadata"]["annotations"]
-    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    # KServe 0.15 accepts only RawDeployment; 0.16+ normalizes it to Standard
+    # (pkg/constants ParseDeploymentMode, LegacyRawDeployment).
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
     predictor = service["spec"]["predictor"]
     assert set(service["spec"]) == {"predictor"}
     assert set(predictor) <= set(V1beta1PredictorSpec.attribute_map.values())
@@ -352,6 +356,10 @@ def test_the_pvc_inference_service_reads_the_claim_the_job_writes() -> None:
     assert (
         _chart_environment(manifests)["IRIS_MODEL_URI"] == environment["IRIS_MODEL_URI"]
     )
+    # A ReadWriteOnce claim attaches to one node: more than one replica could land
+    # where it never starts (test_scheduling models the chart's own predictors).
+    if claim["spec"]["accessModes"] == ["ReadWriteOnce"]:
+        assert predictor["maxReplicas"] == predictor["minReplicas"] == 1
 
 
 def test_the_s3_inference_service_reads_the_bucket_the_job_writes() -> None:
@@ -408,3 +416,34 @@ def test_the_kind_install_command_renders_an_all_digit_image_tag(storage: str) -
         if "minio" not in container["image"]
     }
     assert images == {f"{make_variable('IMAGE_REPOSITORY')}:1234567"}
+
+
+def _seconds(node: ast.expr) -> float:
+    value = ast.literal_eval(node)
+    if isinstance(value, str):
+        return {"m": 60, "s": 1}[value[-1]] * float(value[:-1])
+    return float(value)
+
+
+def test_the_e2e_timeout_outlasts_every_tests_own_waits() -> None:
+    source = (REPO / "tests" / "e2e" / "test_cluster.py").read_text()
+    tree = ast.parse(source)
+    (timeout,) = re.findall(r"pytest\.mark\.timeout\((\d+)\)", source)
+    helpers = {
+        node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)
+    }
+    for name, function in helpers.items():
+        if not name.startswith("test_"):
+            continue
+        waits = 0.0
+        for call in ast.walk(function):
+            if not isinstance(call, ast.Call):
+                continue
+            if getattr(call.func, "id", None) == "eventually":
+                waits += _seconds(call.args[1])
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "run":
+                arguments = [a for a in ast.walk(call) if isinstance(a, ast.Constant)]
+                texts = [a.value for a in arguments]
+                if "--timeout" in texts:
+                    waits += _seconds(arguments[texts.index("--timeout") + 1])
+        assert waits < int(timeout), (name, waits, timeout)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chart.pods import pod_spec_of, workloads
 from tests.chart.render import (
     CHART,
     EXTERNAL_S3,
@@ -161,9 +162,28 @@ def test_bundled_minio_mode_replaces_the_pvc_with_minio() -> None:
     assert names(manifests, "Service") == [RELEASE, f"{RELEASE}-minio"]
     assert names(manifests, "PersistentVolumeClaim") == [f"{RELEASE}-minio"]
     assert names(manifests, "Secret") == [f"{RELEASE}-s3"]
-    assert manifests.get("Deployment", f"{RELEASE}-minio")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["image"].startswith("quay.io/minio/minio:RELEASE.")
+    (minio,) = manifests.get("Deployment", f"{RELEASE}-minio")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    # RELEASE.2025-10-15T17-29-55Z is MinIO's fix for CVE-2025-62506.
+    release = re.search(r":RELEASE\.([\dT-]+)Z@sha256:[0-9a-f]{64}$", minio["image"])
+    assert release is not None, minio["image"]
+    assert release.group(1) >= "2025-10-15T17-29-55"
+
+
+# The distribution reference grammar: name[:tag][@digest].
+IMAGE_REFERENCE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:\d+)?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_image_is_a_valid_reference(mode: str) -> None:
+    for workload in workloads(MODES[mode].render()):
+        for container in pod_spec_of(workload)[1].containers:
+            assert IMAGE_REFERENCE.match(str(container.image)), container.image
 
 
 def test_external_s3_mode_renders_no_store_of_its_own() -> None:
@@ -278,7 +298,7 @@ def test_the_schema_refuses_wrong_values(values: Mapping[str, Any], where: str) 
         ),
         (
             {"predictor": {"topologySpread": {"enabled": True}}},
-            "predictor.topologySpread.enabled needs storage every node can read",
+            "predictor.topologySpreadConstraints need storage every node can read",
         ),
         (
             {"podDisruptionBudget": {"enabled": True}},
@@ -340,7 +360,16 @@ def test_templates_read_only_values_that_exist_and_every_value_is_read() -> None
 
 def test_every_key_of_values_yaml_has_a_comment_above_it() -> None:
     lines = (CHART / "values.yaml").read_text().splitlines()
-    data_blocks = ("resources", "dnsTo", "labels", "accessModes", "requests", "limits")
+    data_blocks = (
+        "resources",
+        "dnsTo",
+        "labels",
+        "accessModes",
+        "requests",
+        "limits",
+        "podSecurityContext",
+        "containerSecurityContext",
+    )
     skipping_under: int | None = None
     for number, line in enumerate(lines):
         key = re.match(r"^( *)([A-Za-z][\w-]*):", line)

@@ -40,6 +40,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: {{ include "iris.name" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -151,7 +154,11 @@ affinity:
 The image both programs run: one image, two entry points.
 */}}
 {{- define "iris.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -267,30 +274,14 @@ for S3 the endpoint and the keys, which come from a Secret and never from values
 {{- end }}
 
 {{/*
-Pod Security Standards "restricted", for every pod: UID 1000 owns the models it writes.
+The pod and container security contexts of every pod, from values.
 */}}
 {{- define "iris.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
-fsGroupChangePolicy: OnRootMismatch
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "iris.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-readOnlyRootFilesystem: true
-allowPrivilegeEscalation: false
-privileged: false
-capabilities:
-  drop:
-    - ALL
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.containerSecurityContext }}
 {{- end }}
 
 {{/*
@@ -300,10 +291,9 @@ metadata.annotations. Image findings apply to the project's own image only.
 {{- define "iris.checkovSkips" -}}
 checkov.io/skip1: "CKV_K8S_40=UID 1000 is the image's user and owns the files it writes; PSS restricted asks only for non-root"
 {{- if .minio }}
-checkov.io/skip2: "CKV_K8S_43=a development MinIO pinned to a release tag; set minio.image.tag to a digest to pin it harder"
-checkov.io/skip3: "CKV_K8S_15=a pinned release tag never changes, so IfNotPresent saves a pull per start"
+checkov.io/skip3: "CKV_K8S_15=an image pinned by digest never changes, so IfNotPresent saves a pull per start"
 {{- else }}
-checkov.io/skip2: "CKV_K8S_43=the image is built from this repository and loaded into the cluster; pin it with image.tag"
+checkov.io/skip2: "CKV_K8S_43=the image is built from this repository and loaded into the cluster; pin it with image.digest"
 checkov.io/skip3: "CKV_K8S_15=IfNotPresent lets an image loaded with kind load run; Always would try to pull it"
 {{- end }}
 {{- if .secretEnv }}
@@ -381,8 +371,8 @@ Checks across values that the schema cannot express, each failing with what to c
 {{- fail "storage.pvc.accessModes ReadWriteOncePod lets one pod mount the models, but the training Job and every predictor need them: use ReadWriteOnce (one node), ReadWriteMany, or storage.type s3" }}
 {{- end }}
 {{- if ne (include "iris.sharedStorage" .) "true" }}
-{{- if .Values.predictor.topologySpread.enabled }}
-{{- fail "predictor.topologySpread.enabled needs storage every node can read: a ReadWriteOnce volume attaches to one node, so the predictors share its node (a predictor spread elsewhere never starts: Multi-Attach). Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave topologySpread.enabled null" }}
+{{- if or .Values.predictor.topologySpread.enabled .Values.predictor.topologySpreadConstraints }}
+{{- fail "predictor.topologySpread.enabled and predictor.topologySpreadConstraints need storage every node can read: a ReadWriteOnce volume attaches to one node, so the predictors share its node (a predictor spread elsewhere never starts: Multi-Attach). Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave topologySpread.enabled null" }}
 {{- end }}
 {{- if .Values.podDisruptionBudget.enabled }}
 {{- fail "podDisruptionBudget.enabled needs storage every node can read: on a ReadWriteOnce volume every predictor is on the volume's node, whose replacements can only land on that cordoned node, so the budget would block its drain forever. Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave podDisruptionBudget.enabled null" }}

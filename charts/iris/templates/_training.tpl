@@ -26,6 +26,9 @@ template:
   metadata:
     labels:
       {{- include "iris.componentLabels" (dict "context" . "component" "training") | nindent 6 }}
+      {{- with .Values.training.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
     {{- with .Values.training.podAnnotations }}
     annotations:
       {{- toYaml . | nindent 6 }}
@@ -35,6 +38,9 @@ template:
     serviceAccountName: {{ include "iris.trainingServiceAccountName" . }}
     automountServiceAccountToken: false
     enableServiceLinks: false
+    {{- with .Values.training.priorityClassName }}
+    priorityClassName: {{ . | quote }}
+    {{- end }}
     {{- with .Values.imagePullSecrets }}
     imagePullSecrets:
       {{- toYaml . | nindent 6 }}
@@ -53,6 +59,13 @@ template:
           {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
           {{- end }}
           {{- include "iris.settingsEnv" $settings | trim | nindent 10 }}
+          {{- with .Values.training.extraEnv }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        {{- with .Values.training.extraEnvFrom }}
+        envFrom:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
         securityContext:
           {{- include "iris.containerSecurityContext" . | nindent 10 }}
         resources:
@@ -64,6 +77,9 @@ template:
           - name: models
             mountPath: {{ include "iris.modelsMountPath" . }}
           {{- end }}
+          {{- with .Values.training.extraVolumeMounts }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
     volumes:
       - name: tmp
         emptyDir:
@@ -72,6 +88,9 @@ template:
       - name: models
         persistentVolumeClaim:
           claimName: {{ include "iris.modelsClaimName" . }}
+      {{- end }}
+      {{- with .Values.training.extraVolumes }}
+      {{- toYaml . | nindent 6 }}
       {{- end }}
     {{- with .Values.training.nodeSelector }}
     nodeSelector:
