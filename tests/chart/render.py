@@ -239,9 +239,9 @@ MODES: dict[str, Mode] = {
                 "podLabels": {"sidecar.istio.io/inject": "false"},
                 "priorityClassName": "serving",
                 "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "1"}],
-                "extraEnvFrom": [{"configMapRef": {"name": "proxy"}}],
-                "extraVolumes": [{"name": "ca", "configMap": {"name": "ca"}}],
-                "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca"}],
+                "extraEnvFrom": [{"configMapRef": {"name": "proxy", "optional": True}}],
+                "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+                "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
                 "topologySpreadConstraints": [
                     {
                         "maxSkew": 1,
@@ -257,7 +257,7 @@ MODES: dict[str, Mode] = {
                 "podLabels": {"cost-center": "training"},
                 "priorityClassName": "batch",
                 "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "2"}],
-                "extraEnvFrom": [{"secretRef": {"name": "tracking"}}],
+                "extraEnvFrom": [{"secretRef": {"name": "tracking", "optional": True}}],
                 "extraVolumes": [{"name": "cache", "emptyDir": {}}],
                 "extraVolumeMounts": [{"name": "cache", "mountPath": "/cache"}],
             },
