@@ -170,8 +170,9 @@ kind-install:
 	kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
 	kubectl label namespace $(NAMESPACE) pod-security.kubernetes.io/enforce=restricted --overwrite
 	helm upgrade --install $(RELEASE) charts/iris --namespace $(NAMESPACE) \
+	  --values charts/iris/ci/kind-values.yaml $(STORAGE_VALUES_$(STORAGE)) \
 	  --set-string image.repository=$(IMAGE_REPOSITORY) --set-string image.tag=$(IMAGE_TAG) \
-	  $(STORAGE_VALUES_$(STORAGE)) --wait --timeout 10m
+	  --wait --wait-for-jobs --timeout 10m
 	helm test $(RELEASE) --namespace $(NAMESPACE) --logs
 
 kind-up: kind-image kind-addons kind-install

@@ -190,6 +190,9 @@ MODES: dict[str, Mode] = {
     "pvc-deleted-on-uninstall": Mode(
         {"storage": {"pvc": {"keepOnUninstall": False, "storageClass": "standard"}}}
     ),
+    "pvc-read-write-many": Mode(
+        {"storage": {"pvc": {"accessModes": ["ReadWriteMany"], "storageClass": "nfs"}}}
+    ),
     "s3-external": Mode(EXTERNAL_S3),
     "minio": Mode(BUNDLED_MINIO),
     "hpa-off": Mode({"autoscaling": {"enabled": False}}),
@@ -224,6 +227,41 @@ MODES: dict[str, Mode] = {
     "minio-cronjob-monitoring": Mode(
         {**BUNDLED_MINIO, "training": {"schedule": {"enabled": True}}},
         MONITORING_APIS,
+    ),
+    "extension-points": Mode(
+        {
+            **EXTERNAL_S3,
+            "image": {"digest": "sha256:" + "ab" * 32},
+            "commonLabels": {"team": "ml"},
+            "podSecurityContext": {"runAsUser": None, "runAsGroup": None},
+            "containerSecurityContext": {"runAsUser": None, "runAsGroup": None},
+            "predictor": {
+                "podLabels": {"sidecar.istio.io/inject": "false"},
+                "priorityClassName": "serving",
+                "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "1"}],
+                "extraEnvFrom": [{"configMapRef": {"name": "proxy", "optional": True}}],
+                "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+                "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                "topologySpreadConstraints": [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": "topology.kubernetes.io/zone",
+                        "whenUnsatisfiable": "DoNotSchedule",
+                        "labelSelector": {
+                            "matchLabels": {"app.kubernetes.io/component": "predictor"}
+                        },
+                    }
+                ],
+            },
+            "training": {
+                "podLabels": {"cost-center": "training"},
+                "priorityClassName": "batch",
+                "extraEnv": [{"name": "OMP_NUM_THREADS", "value": "2"}],
+                "extraEnvFrom": [{"secretRef": {"name": "tracking", "optional": True}}],
+                "extraVolumes": [{"name": "cache", "emptyDir": {}}],
+                "extraVolumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+            },
+        }
     ),
     "clusterip-features-off": Mode(
         {

@@ -4,6 +4,7 @@ rendered chart and with the code they run."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -33,11 +34,13 @@ from tests.chart.render import (
     REPO,
     Manifests,
     default_values,
+    helm,
     render,
 )
 from tests.e2e import conftest as e2e
 from training.store.bucket import S3Settings
 
+KIND_VALUES = CHART / "ci" / "kind-values.yaml"
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 BIN = Path(sys.executable).parent
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40} # v\d+(\.\d+)*$")
@@ -147,18 +150,37 @@ def test_the_kind_cluster_has_two_workers_and_maps_the_node_port() -> None:
     assert cluster["name"] == make_variable("CLUSTER")
     (control_plane,) = [n for n in cluster["nodes"] if n["role"] == "control-plane"]
     (mapping,) = control_plane["extraPortMappings"]
-    node_port = default_values()["service"]["nodePort"]
+    node_port = load(KIND_VALUES)["service"]["nodePort"]
     assert mapping["containerPort"] == node_port == e2e.NODE_PORT == 30080
     assert mapping["hostPort"] == e2e.NODE_PORT
-    service = release_render().get("Service", make_variable("RELEASE"))
+    service = release_render(KIND_VALUES).get("Service", make_variable("RELEASE"))
     assert service["spec"]["type"] == "NodePort"
     assert service["spec"]["ports"][0]["nodePort"] == mapping["containerPort"]
+
+
+def test_only_the_kind_values_open_a_node_port() -> None:
+    service = release_render().get("Service", make_variable("RELEASE"))
+    assert service["spec"]["type"] == "ClusterIP"
+    assert "nodePort" not in service["spec"]["ports"][0]
+    for storage in ("pvc", "minio"):
+        (install,) = [
+            c
+            for c in make_commands("kind-install", STORAGE=storage)
+            if c.startswith("helm upgrade --install")
+        ]
+        arguments = shlex.split(install)
+        assert arguments[arguments.index("--values") + 1] == str(
+            KIND_VALUES.relative_to(REPO)
+        )
+    skaffold = load(REPO / "skaffold.yaml")
+    (release,) = skaffold["deploy"]["helm"]["releases"]
+    assert release["valuesFiles"] == [str(KIND_VALUES.relative_to(REPO))]
 
 
 def test_make_names_the_release_the_service_readme_and_e2e_tests_use() -> None:
     release, namespace = make_variable("RELEASE"), make_variable("NAMESPACE")
     assert (release, namespace) == (e2e.RELEASE, e2e.NAMESPACE)
-    manifests = release_render()
+    manifests = release_render(KIND_VALUES)
     # README: helm install iris ./charts/iris; kubectl port-forward svc/iris 8080:80
     service = manifests.get("Service", "iris")
     assert service["spec"]["ports"][0]["port"] == 80
@@ -180,8 +202,11 @@ def test_make_builds_and_installs_the_image_the_chart_runs() -> None:
     arguments = shlex.split(install)
     assert arguments[3:5] == [make_variable("RELEASE"), "charts/iris"]
     assert f"image.repository={repository}" in arguments
-    assert f"image.tag={tag}" in arguments
+    assert arguments[arguments.index(f"image.tag={tag}") - 1] == "--set-string"
     assert "--wait" in arguments
+    # Helm 4's --wait (kstatus) counts a running Job as current: only
+    # --wait-for-jobs waits for the training Job to complete.
+    assert "--wait-for-jobs" in arguments
     rendered = render({"image": {"repository": repository, "tag": tag}})
     images = {
         container.image
@@ -195,19 +220,20 @@ def test_make_builds_and_installs_the_image_the_chart_runs() -> None:
 def test_the_minio_storage_mode_installs_the_bundled_minio() -> None:
     commands = make_commands("kind-install", STORAGE="minio")
     (install,) = [c for c in commands if c.startswith("helm upgrade --install")]
-    values_file = (
-        REPO / shlex.split(install)[shlex.split(install).index("--values") + 1]
-    )
-    manifests = release_render(values_file)
+    arguments = shlex.split(install)
+    values_files = [
+        REPO / arguments[i + 1] for i, a in enumerate(arguments) if a == "--values"
+    ]
+    manifests = release_render(*values_files)
     assert manifests.get("Service", f"{make_variable('RELEASE')}-minio")
     environment = _chart_environment(manifests)
     assert environment["IRIS_MODEL_URI"].startswith("s3://")
-    pvc_install = [
+    (pvc_install,) = [
         c
         for c in make_commands("kind-install", STORAGE="pvc")
         if c.startswith("helm upgrade --install")
     ]
-    assert "--values" not in pvc_install[0]
+    assert "minio-values.yaml" not in pvc_install
 
 
 def test_the_debug_step_finds_every_component_by_the_charts_labels() -> None:
@@ -270,7 +296,9 @@ def test_the_inference_service_is_a_valid_kserve_standard_deployment(name: str) 
     )
     V1ObjectMeta.model_validate(service["metadata"])
     annotations = service["metadata"]["annotations"]
-    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    # KServe 0.15 accepts only RawDeployment; 0.16+ normalizes it to Standard
+    # (pkg/constants ParseDeploymentMode, LegacyRawDeployment).
+    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
     predictor = service["spec"]["predictor"]
     assert set(service["spec"]) == {"predictor"}
     assert set(predictor) <= set(V1beta1PredictorSpec.attribute_map.values())
@@ -330,6 +358,10 @@ def test_the_pvc_inference_service_reads_the_claim_the_job_writes() -> None:
     assert (
         _chart_environment(manifests)["IRIS_MODEL_URI"] == environment["IRIS_MODEL_URI"]
     )
+    # A ReadWriteOnce claim attaches to one node: more than one replica could land
+    # where it never starts (test_scheduling models the chart's own predictors).
+    if claim["spec"]["accessModes"] == ["ReadWriteOnce"]:
+        assert predictor["maxReplicas"] == predictor["minReplicas"] == 1
 
 
 def test_the_s3_inference_service_reads_the_bucket_the_job_writes() -> None:
@@ -364,3 +396,56 @@ def _chart_environment(manifests: Manifests) -> dict[str, str]:
     deployment = manifests.get("Deployment", RELEASE)
     (predictor,) = deployment["spec"]["template"]["spec"]["containers"]
     return {each["name"]: each.get("value", "") for each in predictor["env"]}
+
+
+@pytest.mark.parametrize("storage", ["pvc", "minio"])
+def test_the_kind_install_command_renders_an_all_digit_image_tag(storage: str) -> None:
+    # About 3% of short commit hashes are all digits; --set would make one a number.
+    commands = make_commands("kind-install", IMAGE_TAG="1234567", STORAGE=storage)
+    (install,) = [c for c in commands if c.startswith("helm upgrade --install")]
+    arguments = shlex.split(install)[3:]
+    wait_flags = {"--wait", "--wait-for-jobs", "--timeout", "10m"}
+    options = [a for a in arguments if a not in wait_flags]
+    text = helm("template", *options, "--kube-version", "1.29.0")
+    images = {
+        container["image"]
+        for each in yaml.safe_load_all(text)
+        if each and each["kind"] in ("Deployment", "Job")
+        for container in each["spec"]
+        .get("template", {})
+        .get("spec", {})
+        .get("containers", [])
+        if "minio" not in container["image"]
+    }
+    assert images == {f"{make_variable('IMAGE_REPOSITORY')}:1234567"}
+
+
+def _seconds(node: ast.expr) -> float:
+    value = ast.literal_eval(node)
+    if isinstance(value, str):
+        return {"m": 60, "s": 1}[value[-1]] * float(value[:-1])
+    return float(value)
+
+
+def test_the_e2e_timeout_outlasts_every_tests_own_waits() -> None:
+    source = (REPO / "tests" / "e2e" / "test_cluster.py").read_text()
+    tree = ast.parse(source)
+    (timeout,) = re.findall(r"pytest\.mark\.timeout\((\d+)\)", source)
+    helpers = {
+        node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)
+    }
+    for name, function in helpers.items():
+        if not name.startswith("test_"):
+            continue
+        waits = 0.0
+        for call in ast.walk(function):
+            if not isinstance(call, ast.Call):
+                continue
+            if getattr(call.func, "id", None) == "eventually":
+                waits += _seconds(call.args[1])
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "run":
+                arguments = [a for a in ast.walk(call) if isinstance(a, ast.Constant)]
+                texts = [a.value for a in arguments]
+                if "--timeout" in texts:
+                    waits += _seconds(arguments[texts.index("--timeout") + 1])
+        assert waits < int(timeout), (name, waits, timeout)

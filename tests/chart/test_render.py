@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chart.pods import pod_spec_of, workloads
 from tests.chart.render import (
     CHART,
+    EXTERNAL_S3,
     MODES,
     NAMESPACE,
     NEWEST_KUBERNETES,
@@ -41,15 +43,24 @@ def test_chart_metadata_and_the_validated_kubernetes_versions() -> None:
         "0.1.0",
         "0.1.0",
     )
-    newest_minor = int(NEWEST_KUBERNETES.split(".")[1])
-    assert chart["kubeVersion"] == (
-        f">={OLDEST_KUBERNETES}.0-0 <1.{newest_minor + 1}.0-0"
-    ), "the tests validate against the ends of kubeVersion: update render.py"
+    assert chart["kubeVersion"] == f">={OLDEST_KUBERNETES}.0-0", (
+        "the tests validate against the oldest supported version: update render.py"
+    )
 
 
-def test_a_kubernetes_outside_the_range_is_refused() -> None:
+def test_an_older_kubernetes_is_refused_and_a_newer_one_accepted() -> None:
     with pytest.raises(HelmError, match="kubeVersion"):
         render(kube_version="1.28")
+    newest_minor = int(NEWEST_KUBERNETES.split(".")[1])
+    assert render(kube_version=f"1.{newest_minor + 5}").get("Deployment")
+
+
+def test_a_parent_chart_can_pass_global_values_and_a_condition() -> None:
+    # Helm hands every subchart `global`; a parent often switches it with iris.enabled.
+    manifests = render(
+        {"global": {"imageRegistry": "registry.example"}, "enabled": True}
+    )
+    assert manifests.get("Deployment")
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -72,28 +83,22 @@ def test_defaults_install_a_pvc_a_job_and_autoscaled_predictors() -> None:
         "NetworkPolicy",
         "PersistentVolumeClaim",
         "Pod",
-        "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
     ]
     assert names(manifests, "Deployment") == [RELEASE]
     assert names(manifests, "Service") == [RELEASE]
-    assert names(manifests, "Job") == [f"{RELEASE}-train-1"]
+    (job,) = names(manifests, "Job")
+    assert re.fullmatch(f"{RELEASE}-train-[0-9a-f]{{10}}", job)
     assert names(manifests, "PersistentVolumeClaim") == [f"{RELEASE}-models"]
     assert names(manifests, "ServiceAccount") == [
         f"{RELEASE}-predictor",
         f"{RELEASE}-training",
     ]
     service = manifests.get("Service", RELEASE)["spec"]
-    assert service["type"] == "NodePort"
+    assert service["type"] == "ClusterIP"
     assert service["ports"] == [
-        {
-            "name": "http",
-            "port": 80,
-            "targetPort": "http",
-            "protocol": "TCP",
-            "nodePort": 30080,
-        }
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]
     # Only the helm test pod is a hook: the training Job must run on a plain install.
     assert [each["kind"] for each in manifests.hooks()] == ["Pod"]
@@ -157,9 +162,28 @@ def test_bundled_minio_mode_replaces_the_pvc_with_minio() -> None:
     assert names(manifests, "Service") == [RELEASE, f"{RELEASE}-minio"]
     assert names(manifests, "PersistentVolumeClaim") == [f"{RELEASE}-minio"]
     assert names(manifests, "Secret") == [f"{RELEASE}-s3"]
-    assert manifests.get("Deployment", f"{RELEASE}-minio")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["image"].startswith("quay.io/minio/minio:RELEASE.")
+    (minio,) = manifests.get("Deployment", f"{RELEASE}-minio")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    # RELEASE.2025-10-15T17-29-55Z is MinIO's fix for CVE-2025-62506.
+    release = re.search(r":RELEASE\.([\dT-]+)Z@sha256:[0-9a-f]{64}$", minio["image"])
+    assert release is not None, minio["image"]
+    assert release.group(1) >= "2025-10-15T17-29-55"
+
+
+# The distribution reference grammar: name[:tag][@digest].
+IMAGE_REFERENCE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:\d+)?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_image_is_a_valid_reference(mode: str) -> None:
+    for workload in workloads(MODES[mode].render()):
+        for container in pod_spec_of(workload)[1].containers:
+            assert IMAGE_REFERENCE.match(str(container.image)), container.image
 
 
 def test_external_s3_mode_renders_no_store_of_its_own() -> None:
@@ -265,8 +289,24 @@ def test_the_schema_refuses_wrong_values(values: Mapping[str, Any], where: str) 
             "must not exceed autoscaling.maxReplicas",
         ),
         (
-            {"autoscaling": {"enabled": False}, "predictor": {"replicaCount": 1}},
+            {
+                **EXTERNAL_S3,
+                "autoscaling": {"enabled": False},
+                "predictor": {"replicaCount": 1},
+            },
             "podDisruptionBudget.minAvailable .1. must be below",
+        ),
+        (
+            {"predictor": {"topologySpread": {"enabled": True}}},
+            "predictor.topologySpreadConstraints need storage every node can read",
+        ),
+        (
+            {"podDisruptionBudget": {"enabled": True}},
+            "would block its drain forever",
+        ),
+        (
+            {"storage": {"pvc": {"accessModes": ["ReadWriteOncePod"]}}},
+            "ReadWriteOncePod lets one pod mount the models",
         ),
     ],
 )
@@ -320,7 +360,16 @@ def test_templates_read_only_values_that_exist_and_every_value_is_read() -> None
 
 def test_every_key_of_values_yaml_has_a_comment_above_it() -> None:
     lines = (CHART / "values.yaml").read_text().splitlines()
-    data_blocks = ("resources", "dnsTo", "labels", "accessModes", "requests", "limits")
+    data_blocks = (
+        "resources",
+        "dnsTo",
+        "labels",
+        "accessModes",
+        "requests",
+        "limits",
+        "podSecurityContext",
+        "containerSecurityContext",
+    )
     skipping_under: int | None = None
     for number, line in enumerate(lines):
         key = re.match(r"^( *)([A-Za-z][\w-]*):", line)
@@ -337,15 +386,36 @@ def test_every_key_of_values_yaml_has_a_comment_above_it() -> None:
 def test_notes_tell_how_to_reach_the_predictor() -> None:
     text = notes()
     assert f"kubectl --namespace {NAMESPACE} port-forward svc/{RELEASE} 8080:80" in text
+    assert f"http://{RELEASE}.{NAMESPACE}.svc:80" in text
     assert "curl -X POST localhost:8080/v1/models/iris:predict" in text
-    assert "NODE_PORT=30080" in text
-    assert '"http://$NODE_IP:$NODE_PORT/v1/models/iris:predict"' in text
-    assert f"logs --follow job/{RELEASE}-train-1" in text
+    assert "curl localhost:8080/v1/models/iris/metadata" in text
+    assert "NODE_PORT" not in text
+    assert "loadBalancer" not in text
+    job = render().get("Job")["metadata"]["name"]
+    assert f"logs --follow job/{job}" in text
+    assert f"wait --for=condition=Complete job/{job}" in text
+    assert f"rollout status deployment/{RELEASE}" in text
     assert '{"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}' in text
 
 
-def test_notes_without_a_node_port() -> None:
-    assert "NODE_PORT" not in notes({"service": {"type": "ClusterIP"}})
-    assert "jsonpath='{.spec.ports[0].nodePort}'" in notes(
-        {"service": {"nodePort": None}}
-    )
+def test_notes_for_each_exposure_mode() -> None:
+    fixed = notes({"service": {"type": "NodePort", "nodePort": 30080}})
+    assert "NODE_PORT=30080" in fixed
+    assert '"http://$NODE_IP:$NODE_PORT/v1/models/iris:predict"' in fixed
+    chosen = notes({"service": {"type": "NodePort"}})
+    assert "jsonpath='{.spec.ports[0].nodePort}'" in chosen
+    balanced = notes({"service": {"type": "LoadBalancer"}})
+    assert "{.status.loadBalancer.ingress[0].ip}" in balanced
+    assert '"http://$LB:80/v1/models/iris:predict"' in balanced
+    assert "NODE_PORT" not in balanced
+
+
+def test_notes_tell_where_the_minio_keys_are() -> None:
+    values = {"storage": {"type": "s3"}, "minio": {"enabled": True}}
+    text = notes(values)
+    secret = render(values).get("Secret", f"{RELEASE}-s3")
+    for key in secret["data"]:
+        assert (
+            f"get secret {RELEASE}-s3 -o jsonpath='{{.data.{key}}}' | base64 -d"
+        ) in text
+    assert "MinIO" not in notes()

@@ -40,6 +40,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: {{ include "iris.name" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -70,8 +73,15 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 Names of the objects, each in one place.
 */}}
+{{/*
+The training Job is named from a hash of its own spec (the image, the training
+settings, everything that shapes the model): an upgrade that changes none of them
+keeps the finished Job and does not retrain, one that does runs a new Job rather than
+editing an immutable one, and `helm template` (Argo CD) names it the same every time.
+*/}}
 {{- define "iris.trainingJobName" -}}
-{{- printf "%s-train-%d" (include "iris.fullname" . | trunc 45 | trimSuffix "-") (int .Release.Revision) }}
+{{- $hash := include "iris.trainingJobSpec" . | sha256sum | trunc 10 }}
+{{- printf "%s-train-%s" (include "iris.fullname" . | trunc 46 | trimSuffix "-") $hash }}
 {{- end }}
 
 {{- define "iris.retrainCronJobName" -}}
@@ -107,10 +117,48 @@ Names of the objects, each in one place.
 {{- end }}
 
 {{/*
+"true" when every node can read the models at once: a bucket, or a ReadWriteMany
+volume. A ReadWriteOnce volume attaches to one node at a time.
+*/}}
+{{- define "iris.sharedStorage" -}}
+{{- or (eq .Values.storage.type "s3") (has "ReadWriteMany" .Values.storage.pvc.accessModes) }}
+{{- end }}
+
+{{/*
+A pod's affinity: (dict "context" $ "affinity" <the workload's affinity value>). On a
+volume only
+one node can attach, the Job and the predictors require each other's node, so the
+scheduler puts them all where the volume is instead of where it can never attach.
+The first of them may go anywhere: a pod that matches its own required term is let
+through when no pod matches yet (the Kubernetes inter-pod affinity rule).
+*/}}
+{{- define "iris.affinity" -}}
+{{- $affinity := deepCopy .affinity }}
+{{- if ne (include "iris.sharedStorage" .context) "true" }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" }}
+{{- $selector := include "iris.selectorLabels" .context | fromYaml }}
+{{- $components := dict "key" "app.kubernetes.io/component" "operator" "In" "values" (list "predictor" "training") }}
+{{- $_ := set $term "labelSelector" (dict "matchLabels" $selector "matchExpressions" (list $components)) }}
+{{- $podAffinity := get $affinity "podAffinity" | default dict }}
+{{- $required := get $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" | default list }}
+{{- $_ = set $podAffinity "requiredDuringSchedulingIgnoredDuringExecution" (append $required $term) }}
+{{- $_ = set $affinity "podAffinity" $podAffinity }}
+{{- end }}
+{{- with $affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 The image both programs run: one image, two entry points.
 */}}
 {{- define "iris.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -226,30 +274,14 @@ for S3 the endpoint and the keys, which come from a Secret and never from values
 {{- end }}
 
 {{/*
-Pod Security Standards "restricted", for every pod: UID 1000 owns the models it writes.
+The pod and container security contexts of every pod, from values.
 */}}
 {{- define "iris.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
-fsGroupChangePolicy: OnRootMismatch
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "iris.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-readOnlyRootFilesystem: true
-allowPrivilegeEscalation: false
-privileged: false
-capabilities:
-  drop:
-    - ALL
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.containerSecurityContext }}
 {{- end }}
 
 {{/*
@@ -259,10 +291,9 @@ metadata.annotations. Image findings apply to the project's own image only.
 {{- define "iris.checkovSkips" -}}
 checkov.io/skip1: "CKV_K8S_40=UID 1000 is the image's user and owns the files it writes; PSS restricted asks only for non-root"
 {{- if .minio }}
-checkov.io/skip2: "CKV_K8S_43=a development MinIO pinned to a release tag; set minio.image.tag to a digest to pin it harder"
-checkov.io/skip3: "CKV_K8S_15=a pinned release tag never changes, so IfNotPresent saves a pull per start"
+checkov.io/skip3: "CKV_K8S_15=an image pinned by digest never changes, so IfNotPresent saves a pull per start"
 {{- else }}
-checkov.io/skip2: "CKV_K8S_43=the image is built from this repository and loaded into the cluster; pin it with image.tag"
+checkov.io/skip2: "CKV_K8S_43=the image is built from this repository and loaded into the cluster; pin it with image.digest"
 checkov.io/skip3: "CKV_K8S_15=IfNotPresent lets an image loaded with kind load run; Always would try to pull it"
 {{- end }}
 {{- if .secretEnv }}
@@ -293,6 +324,28 @@ left null (auto) and the cluster serves the prometheus-operator's API.
 {{- end }}
 
 {{/*
+Whether the predictors spread over nodes and have a PodDisruptionBudget: as set, or
+when null, only where every node can read the models.
+*/}}
+{{- define "iris.topologySpread" -}}
+{{- $enabled := .Values.predictor.topologySpread.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- include "iris.sharedStorage" . }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{- define "iris.podDisruptionBudget" -}}
+{{- $enabled := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- include "iris.sharedStorage" . }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks across values that the schema cannot express, each failing with what to change.
 */}}
 {{- define "iris.validate" -}}
@@ -314,7 +367,18 @@ Checks across values that the schema cannot express, each failing with what to c
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- if has "ReadWriteOncePod" .Values.storage.pvc.accessModes }}
+{{- fail "storage.pvc.accessModes ReadWriteOncePod lets one pod mount the models, but the training Job and every predictor need them: use ReadWriteOnce (one node), ReadWriteMany, or storage.type s3" }}
+{{- end }}
+{{- if ne (include "iris.sharedStorage" .) "true" }}
+{{- if or .Values.predictor.topologySpread.enabled .Values.predictor.topologySpreadConstraints }}
+{{- fail "predictor.topologySpread.enabled and predictor.topologySpreadConstraints need storage every node can read: a ReadWriteOnce volume attaches to one node, so the predictors share its node (a predictor spread elsewhere never starts: Multi-Attach). Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave topologySpread.enabled null" }}
+{{- end }}
 {{- if .Values.podDisruptionBudget.enabled }}
+{{- fail "podDisruptionBudget.enabled needs storage every node can read: on a ReadWriteOnce volume every predictor is on the volume's node, whose replacements can only land on that cordoned node, so the budget would block its drain forever. Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave podDisruptionBudget.enabled null" }}
+{{- end }}
+{{- end }}
+{{- if eq (include "iris.podDisruptionBudget" .) "true" }}
 {{- $replicas := ternary .Values.autoscaling.minReplicas .Values.predictor.replicaCount .Values.autoscaling.enabled }}
 {{- if le (int $replicas) (int .Values.podDisruptionBudget.minAvailable) }}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the predictor's minimum replicas (%d), or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int $replicas)) }}

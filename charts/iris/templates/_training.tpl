@@ -4,7 +4,9 @@ The spec of a training Job, for the install/upgrade Job and the CronJob alike.
 {{- define "iris.trainingJobSpec" -}}
 backoffLimit: {{ .Values.training.backoffLimit }}
 activeDeadlineSeconds: {{ .Values.training.activeDeadlineSeconds }}
+{{- if not (kindIs "invalid" .Values.training.ttlSecondsAfterFinished) }}
 ttlSecondsAfterFinished: {{ .Values.training.ttlSecondsAfterFinished }}
+{{- end }}
 podFailurePolicy:
   rules:
     # An eviction or a node drain is not the program failing: run again, uncounted.
@@ -24,6 +26,9 @@ template:
   metadata:
     labels:
       {{- include "iris.componentLabels" (dict "context" . "component" "training") | nindent 6 }}
+      {{- with .Values.training.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
     {{- with .Values.training.podAnnotations }}
     annotations:
       {{- toYaml . | nindent 6 }}
@@ -33,6 +38,9 @@ template:
     serviceAccountName: {{ include "iris.trainingServiceAccountName" . }}
     automountServiceAccountToken: false
     enableServiceLinks: false
+    {{- with .Values.training.priorityClassName }}
+    priorityClassName: {{ . | quote }}
+    {{- end }}
     {{- with .Values.imagePullSecrets }}
     imagePullSecrets:
       {{- toYaml . | nindent 6 }}
@@ -51,6 +59,13 @@ template:
           {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
           {{- end }}
           {{- include "iris.settingsEnv" $settings | trim | nindent 10 }}
+          {{- with .Values.training.extraEnv }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        {{- with .Values.training.extraEnvFrom }}
+        envFrom:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
         securityContext:
           {{- include "iris.containerSecurityContext" . | nindent 10 }}
         resources:
@@ -62,6 +77,9 @@ template:
           - name: models
             mountPath: {{ include "iris.modelsMountPath" . }}
           {{- end }}
+          {{- with .Values.training.extraVolumeMounts }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
     volumes:
       - name: tmp
         emptyDir:
@@ -71,6 +89,9 @@ template:
         persistentVolumeClaim:
           claimName: {{ include "iris.modelsClaimName" . }}
       {{- end }}
+      {{- with .Values.training.extraVolumes }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
     {{- with .Values.training.nodeSelector }}
     nodeSelector:
       {{- toYaml . | nindent 6 }}
@@ -79,8 +100,5 @@ template:
     tolerations:
       {{- toYaml . | nindent 6 }}
     {{- end }}
-    {{- with .Values.training.affinity }}
-    affinity:
-      {{- toYaml . | nindent 6 }}
-    {{- end }}
+    {{- include "iris.affinity" (dict "context" . "affinity" .Values.training.affinity) | nindent 4 }}
 {{- end }}
