@@ -30,7 +30,7 @@ def test_the_image_is_pulled_by_digest(manifests: Manifests) -> None:
         for workload in workloads(manifests)
         for container in pod_spec_of(workload)[1].containers
     }
-    assert images == {f"iris@{VALUES['image']['digest']}"}
+    assert images == {f"ghcr.io/repository_owner/iris@{VALUES['image']['digest']}"}
 
 
 def test_common_labels_are_on_every_object_but_no_selector(
