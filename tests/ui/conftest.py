@@ -19,6 +19,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Route,
+    expect,
     sync_playwright,
 )
 
@@ -27,11 +28,10 @@ from tests.api.conftest import PredictorProcess
 CHROMIUM = Path("/usr/bin/chromium")
 # Long enough for a predictor under load to reload a version and the page to poll.
 WAIT_MS = 30_000
-# True once the page has shown the answer to its latest prediction request.
-SETTLED = (
-    "document.getElementById('prediction').dataset.state === 'ok' && "
-    "!document.getElementById('prediction').hasAttribute('aria-busy')"
-)
+# Matches once the page shows the answer to its latest prediction request. Waits
+# are selectors, not wait_for_function: its polling evaluates strings, which the
+# page's Content-Security-Policy (no 'unsafe-eval') refuses.
+SETTLED = '#prediction[data-state="ok"]:not([aria-busy])'
 
 
 @pytest.fixture(scope="session")
@@ -65,15 +65,13 @@ class TryItPage:
 
     def prediction(self) -> str:
         """The label shown once the latest prediction has been answered."""
-        self.page.wait_for_function(SETTLED, timeout=WAIT_MS)
+        self.page.locator(SETTLED).wait_for(timeout=WAIT_MS)
         return self.page.locator("#predicted-label").inner_text()
 
     def wait_for_label(self, label: str) -> None:
-        self.page.wait_for_function(
-            f"label => ({SETTLED}) && "
-            "document.getElementById('predicted-label').textContent === label",
-            arg=label,
-            timeout=WAIT_MS,
+        self.page.locator(SETTLED).wait_for(timeout=WAIT_MS)
+        expect(self.page.locator("#predicted-label")).to_have_text(
+            label, timeout=WAIT_MS
         )
 
     def foreign_requests(self) -> list[str]:

@@ -45,7 +45,7 @@ def photograph(output: Path) -> None:
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.goto(f"http://127.0.0.1:{server.port}/ui/")
                 page.get_by_role("button", name="versicolor").click()
-                page.wait_for_function(SETTLED, timeout=WAIT_MS)
+                page.locator(SETTLED).wait_for(timeout=WAIT_MS)
                 page.get_by_label("CSV rows").fill(BATCH)
                 page.get_by_role("button", name="Predict the rows").click()
                 page.locator("#batch-table tbody tr").nth(4).wait_for(timeout=WAIT_MS)

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import expect
 
 from tests.api.conftest import PredictorProcess
-from tests.ui.conftest import WAIT_MS, TryItPage
+from tests.ui.conftest import SETTLED, WAIT_MS, TryItPage
 from training.store import ModelStore, open_store
 from training.train import TrainedModel
 
@@ -172,9 +173,8 @@ def test_moving_a_slider_with_the_keyboard_changes_the_prediction(
     slider.focus()
     slider.press("End")
 
-    tab.page.wait_for_function(
-        "() => document.getElementById('predicted-label').textContent !== 'versicolor'",
-        timeout=WAIT_MS,
+    expect(tab.page.locator("#predicted-label")).not_to_have_text(
+        "versicolor", timeout=WAIT_MS
     )
     row = shown_inputs(tab)
     assert row == [6.5, 2.8, float(slider.input_value()), 1.5]
@@ -284,6 +284,8 @@ def test_a_new_version_updates_the_model_card_and_its_text_is_never_markup(
     fact = tab.page.locator("#card-facts dd[data-fact='version']")
     assert fact.inner_text() == served.metadata()["version"]
 
+    tab.prediction()
+    predictions_before = tab.requests.count(f"{tab.origin}{PREDICT}")
     markup = '<img id="injected" src="x"><script>document.title = "owned"</script>'
     version = served.publish(
         served.trained,
@@ -291,12 +293,10 @@ def test_a_new_version_updates_the_model_card_and_its_text_is_never_markup(
         hyperparameters={"n_estimators": 5, markup: markup},
     )
 
-    tab.page.wait_for_function(
-        "version => document.querySelector(\"dd[data-fact='version']\")"
-        ".textContent === version",
-        arg=version,
-        timeout=WAIT_MS,
-    )
+    expect(fact).to_have_text(version, timeout=WAIT_MS)
+    # The prediction follows the new version too.
+    tab.page.locator(SETTLED).wait_for(timeout=WAIT_MS)
+    assert tab.requests.count(f"{tab.origin}{PREDICT}") > predictions_before
     metadata = served.metadata()
     facts = dict(
         zip(
