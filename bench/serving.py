@@ -10,6 +10,11 @@ shows the ceiling. Cold start and RSS after the load are measured too.
 ``make bench`` or ``python -m bench.serving [--seconds N]``. Needs wrk
 (``apt-get install wrk``). Writes bench/results/serving.json and prints a table
 with the ratio predictor/baseline for every measure.
+
+``--drift`` measures instead what the drift window costs the request path: the
+predictor with its default window and with ``--drift_window_rows 0`` (off), both
+running on core 0 and loaded in turn, 1-row requests, over several rounds so that
+a busy neighbour hurts both alike. Writes bench/results/drift.json.
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import tempfile
+import timeit
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.servers import running
+from predictor.drift import DriftReference, DriftWindow
 from training.settings import TrainingSettings
 from training.store import open_store
-from training.train import train
+from training.store.layout import ModelMetadata, new_version
+from training.train import TrainedModel, train
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "serving.json"
@@ -197,12 +209,127 @@ def _row(
     )
 
 
+DRIFT_VARIANTS = {"off": ["--drift_window_rows", "0"], "on": []}
+
+
+def measure_drift(seconds: int, rounds: int) -> dict[str, Any]:
+    """1-row loads against the predictor with and without its drift window."""
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
+        "seconds_per_load": seconds,
+        "rounds": [],
+    }
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as servers:
+        bodies = Path(scratch)
+        trained = train(MODELS["rf50 (default)"])
+        open_store(str(bodies / "store")).publish(trained.estimator, trained.card, 5)
+        ports = {}
+        for variant, extra in DRIFT_VARIANTS.items():
+            args = ["--model_uri", str(bodies / "store"), *extra]
+            ports[variant] = servers.enter_context(running("predictor", args, cpu=0))[0]
+            drive(ports[variant], LOADS[1], 2, bodies)
+        for _ in range(rounds):
+            results["rounds"].append(
+                {
+                    load.name: {
+                        variant: asdict(drive(port, load, seconds, bodies))
+                        for variant, port in ports.items()
+                    }
+                    for load in LOADS[:2]
+                }
+            )
+            print(f"measured drift round {len(results['rounds'])}", flush=True)
+        results["in_process_us"] = drift_in_process(trained)
+    return results
+
+
+def drift_in_process(trained: TrainedModel) -> dict[str, float]:
+    """What the window costs without HTTP around it: a 1-row record, and a scrape of
+    a full window, in microseconds (the median of 7 repeats)."""
+    metadata = ModelMetadata(
+        **trained.card.model_dump(),
+        version=new_version(),
+        created_at=datetime.now(UTC),
+        sklearn_version="-",
+        python_version="-",
+        model_sha256="0" * 64,
+    )
+    window = DriftWindow("bench", 1000)
+    window.use(DriftReference.of(metadata))
+    row, label = trained.split.x_train[:1], trained.split.y_train[:1]
+    window.record(trained.split.x_train[np.arange(1000) % 120], np.zeros(1000, int))
+    records = timeit.repeat(lambda: window.record(row, label), number=10_000, repeat=7)
+    scrapes = timeit.repeat(lambda: list(window.collect()), number=20, repeat=7)
+    return {
+        "record_1_row_us": statistics.median(records) / 10_000 * 1e6,
+        "scrape_full_window_us": statistics.median(scrapes) / 20 * 1e6,
+    }
+
+
+def drift_table(results: dict[str, Any]) -> str:
+    """Per 1-row load: the median over rounds of req/s and p99, off and on."""
+    lines = [
+        f"{results['date']}, {results['machine']}, "
+        f"{results['seconds_per_load']} s per load, {len(results['rounds'])} rounds",
+        "",
+        "| load | measure | drift off | drift on | on/off |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for load in LOADS[:2]:
+        for measure, form in (("requests_per_second", "{:,.0f}"), ("p99_ms", "{:.2f}")):
+            off, on = (
+                statistics.median(
+                    r[load.name][variant][measure] for r in results["rounds"]
+                )
+                for variant in DRIFT_VARIANTS
+            )
+            lines.append(
+                f"| {load.name} | {measure} | {form.format(off)} | "
+                f"{form.format(on)} | {on / off:.3f}x |"
+            )
+    spread = {
+        load.name: [
+            r[load.name]["on"]["requests_per_second"]
+            / r[load.name]["off"]["requests_per_second"]
+            for r in results["rounds"]
+        ]
+        for load in LOADS[:2]
+    }
+    lines += ["", "on/off req/s per round (the noise):"]
+    lines += [
+        f"- {name}: " + ", ".join(f"{ratio:.3f}" for ratio in ratios)
+        for name, ratios in spread.items()
+    ]
+    cost = results["in_process_us"]
+    lines += [
+        "",
+        f"In process: recording a 1-row request {cost['record_1_row_us']:.2f} us, "
+        f"scoring a full window at a scrape {cost['scrape_full_window_us']:.0f} us.",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="length of each load")
+    parser.add_argument(
+        "--drift",
+        action="store_true",
+        help="measure the drift window's cost: the predictor with it and without",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --drift")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench.serving needs wrk: apt-get install wrk")
+    if args.drift:
+        drift = measure_drift(args.seconds, args.rounds)
+        written = RESULTS.with_name("drift.json")
+        written.parent.mkdir(exist_ok=True)
+        written.write_text(json.dumps(drift, indent=2))
+        print(drift_table(drift))
+        print(f"\nwritten to {written}")
+        return
     results = measure(args.seconds)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))

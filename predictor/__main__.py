@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_value=settings.min_feature_value,
             max_value=settings.max_feature_value,
         ),
+        settings.drift_window_rows,
     )
     watcher = ModelWatcher(
         store, model, settings.reload_interval_seconds, settings.evaluator

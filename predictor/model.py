@@ -16,6 +16,7 @@ from kserve import Model
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from predictor.drift import DriftReference, drift_window
 from predictor.inputs import InputLimits, V1Request, V2Request, parse_v1, parse_v2
 from predictor.metrics import (
     MODEL_FEATURE_MEAN,
@@ -32,11 +33,14 @@ log = logging.getLogger(__name__)
 
 
 class IrisModel(Model):
-    def __init__(self, name: str, limits: InputLimits) -> None:
+    def __init__(
+        self, name: str, limits: InputLimits, drift_window_rows: int = 1000
+    ) -> None:
         super().__init__(name)
         self.limits = limits
         self.serving: ServingModel | None = None
         self.stats = prediction_stats(name)
+        self.drift = drift_window(name, drift_window_rows)
         MODEL_READY.labels(name).set(0)
         # Both results exist from the start, so increase() sees the first failure.
         for result in ("success", "failure"):
@@ -58,6 +62,7 @@ class IrisModel(Model):
         MODEL_TRAINED.labels(self.name).set(metadata.created_at.timestamp())
         for feature, stats in metadata.feature_stats.items():
             MODEL_FEATURE_MEAN.labels(self.name, feature).set(stats.mean)
+        self.drift.use(DriftReference.of(metadata))
         MODEL_READY.labels(self.name).set(1)
         # The new model's objects live as long as it serves: keep them out of the
         # cyclic collector's way, which otherwise walks them on every full collection.
@@ -102,6 +107,7 @@ class IrisModel(Model):
         serving = self._current()
         prediction = serving.predict(payload.rows)
         self.stats.record(payload.rows, prediction.labels, prediction.confidence)
+        self.drift.record(payload.rows, prediction.labels)
         if isinstance(payload, V2Request):
             return self._v2_response(payload, prediction, serving.version)
         if payload.probabilities:

@@ -60,6 +60,12 @@ class PredictorSettings(BaseSettings):
         "thresholds (scikit-learn's answers, hundreds of times faster); sklearn: call "
         "scikit-learn's predict_proba. Default grid.",
     )
+    drift_window_rows: int = Field(
+        1000,
+        ge=0,
+        description="Recent rows each replica keeps to score drift against the "
+        "training distribution (iris_feature_drift_*); 0 turns the scores off.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log verbosity of the predictor and KServe. Default INFO."
     )

@@ -11,6 +11,7 @@ from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 
 from training.store.layout import FeatureStats
+from training.store.reference import describe_feature
 
 # scikit-learn names the features "sepal length (cm)"; these are the names the
 # predictor accepts in a request, so they are fixed here once.
@@ -29,12 +30,7 @@ class IrisSplit:
     def feature_stats(self) -> dict[str, FeatureStats]:
         """Each feature's distribution in the training part."""
         return {
-            name: FeatureStats(
-                min=float(column.min()),
-                max=float(column.max()),
-                mean=float(column.mean()),
-                std=float(column.std()),
-            )
+            name: describe_feature(column)
             for name, column in zip(FEATURE_NAMES, self.x_train.T, strict=True)
         }
 

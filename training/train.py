@@ -11,6 +11,7 @@ from training.estimator import build_estimator, hyperparameters
 from training.evaluation import fit_and_evaluate
 from training.settings import TrainingSettings
 from training.store import ModelCard
+from training.store.reference import class_priors
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def train(settings: TrainingSettings) -> TrainedModel:
         feature_names=FEATURE_NAMES,
         class_names=CLASS_NAMES,
         feature_stats=split.feature_stats(),
+        class_priors=class_priors(split.y_train, len(CLASS_NAMES)),
         random_state=settings.random_state,
         test_fraction=settings.test_fraction,
         dataset_sha256=split.dataset_sha256,

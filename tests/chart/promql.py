@@ -67,6 +67,34 @@ def from_grafana(expression: str) -> str:
     return _GRAFANA_VARIABLES.sub(lambda match: f"grafana-{match.group(1)}", expression)
 
 
+def grafana_interpolate(
+    expression: str,
+    variables: dict[str, str],
+    scrape_interval_seconds: int,
+    interval_seconds: int,
+) -> str:
+    """A query as Grafana sends it to Prometheus, with real durations and values.
+
+    Grafana's $__rate_interval is max($__interval + scrape interval, 4 * scrape
+    interval), the scrape interval being the data source's setting (grafana/grafana
+    pull 77234; grafana.com/docs/grafana/latest/datasources/prometheus/
+    template-variables); $__interval is the panel's step, at least that setting.
+    Single-valued variables are put in as they are, $name or ${name}.
+    """
+    rate_interval = max(
+        interval_seconds + scrape_interval_seconds, 4 * scrape_interval_seconds
+    )
+    durations = {
+        "rate_interval": f"{rate_interval}s",
+        "interval": f"{interval_seconds}s",
+        "range": "1h",
+    }
+    expression = _GRAFANA_RANGES.sub(
+        lambda match: durations[match.group(1)], expression
+    )
+    return _GRAFANA_VARIABLES.sub(lambda match: variables[match.group(1)], expression)
+
+
 def alerting_rules(manifests: Manifests) -> list[dict[str, Any]]:
     rule = manifests.get("PrometheusRule")
     return [each for group in rule["spec"]["groups"] for each in group["rules"]]
@@ -111,9 +139,11 @@ def declared_names() -> set[str]:
     from kserve import metrics as kserve_metrics  # noqa: F401 - registers histograms
     from prometheus_client import REGISTRY
 
+    from predictor.drift import drift_window
     from predictor.metrics import prediction_stats
 
     prediction_stats("iris")
+    drift_window("iris", 10)
     suffixes = {
         "counter": ["_total"],
         "histogram": ["_bucket", "_sum", "_count"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.chart.promql import (
     metric_names,
     selectors,
 )
-from tests.chart.render import MODES, NAMESPACE, RELEASE, render
+from tests.chart.render import MODES, NAMESPACE, RELEASE, default_values, render
 
 # Prometheus' own series, beside what the predictor exposes.
 PROMETHEUS_NAMES = {"up"}
@@ -44,6 +45,9 @@ def test_the_alerts_are_the_ones_the_chart_promises() -> None:
         "IrisHighPredictLatency",
         "IrisModelReloadFailing",
         "IrisModelTooOld",
+        "IrisFeatureDrift",
+        "IrisPredictionDrift",
+        "IrisConfidenceCollapse",
     ]
 
 
@@ -170,3 +174,111 @@ def test_the_dashboard_shows_what_the_chart_promises() -> None:
 def test_promql_that_does_not_parse_is_caught() -> None:
     with pytest.raises(ValueError, match="unclosed left parenthesis"):
         metric_names("sum(rate(iris_http_requests_total[5m])")
+
+
+def test_drift_thresholds_and_durations_come_from_values() -> None:
+    manifests = render(
+        {
+            "metrics": {
+                **MONITORED["metrics"],
+                "prometheusRule": {
+                    "enabled": True,
+                    "drift": {
+                        "minWindowRows": 200,
+                        "featurePsi": 0.4,
+                        "featureKs": 0.35,
+                        "predictionPsi": 0.3,
+                        "for": "5m",
+                    },
+                    "confidenceCollapse": {
+                        "lowConfidence": 0.7,
+                        "ratio": 0.1,
+                        "for": "20m",
+                    },
+                },
+            }
+        }
+    )
+    by_name = {each["alert"]: each for each in alerting_rules(manifests)}
+    feature, prediction = by_name["IrisFeatureDrift"], by_name["IrisPredictionDrift"]
+    assert "> 0.4," in feature["expr"]
+    assert "> 0.35," in feature["expr"]
+    assert prediction["expr"].endswith("> 0.3")
+    for rule in (feature, prediction):
+        assert rule["expr"].count(">= 200)") == rule["expr"].count("iris_drift_window")
+        assert rule["for"] == "5m"
+    collapse = by_name["IrisConfidenceCollapse"]
+    assert 'le="0.7"' in collapse["expr"]
+    assert collapse["expr"].endswith("> 0.1")
+    assert collapse["for"] == "20m"
+
+
+def thresholds(title: str) -> list[float]:
+    (panel,) = [each for each in dashboard()["panels"] if each["title"] == title]
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "line", title
+    steps = defaults["thresholds"]["steps"]
+    return [step["value"] for step in steps if step["value"] is not None]
+
+
+def test_the_drift_panels_draw_the_alerts_default_thresholds() -> None:
+    rule = default_values()["metrics"]["prometheusRule"]
+    drift, collapse = rule["drift"], rule["confidenceCollapse"]
+    assert drift["featurePsi"] in thresholds("Feature drift: PSI")
+    assert thresholds("Feature drift: KS statistic") == [drift["featureKs"]]
+    assert drift["predictionPsi"] in thresholds("Prediction drift: class PSI")
+    assert thresholds("Drift window rows") == [drift["minWindowRows"]]
+    assert thresholds("Unsure predictions") == [collapse["ratio"]]
+    (unsure,) = [
+        query for title, query in dashboard_queries() if title == "Unsure predictions"
+    ]
+    assert f'le="{collapse["lowConfidence"]}"' in unsure
+
+
+def test_the_dashboard_file_imports_into_grafana_with_a_datasource_input() -> None:
+    board = dashboard()
+    (source,) = board["__inputs"]
+    assert source["type"] == "datasource"
+    assert source["pluginId"] == "prometheus"
+    # Grafana's importer asks for each input and replaces ${NAME} throughout.
+    text = json.dumps(board)
+    assert set(re.findall(r"\$\{(DS_[A-Z0-9_]+)\}", text)) == {source["name"]}
+    (variable,) = [
+        each for each in board["templating"]["list"] if each["type"] == "datasource"
+    ]
+    assert variable["current"]["value"] == f"${{{source['name']}}}"
+    assert variable["query"] == source["pluginId"]
+    # An import makes a new dashboard: no database id, a fixed uid.
+    assert board.get("id") is None
+    assert board["uid"]
+    required = {(each["type"], each["id"]) for each in board["__requires"]}
+    assert ("datasource", "prometheus") in required
+    assert {("panel", panel["type"]) for panel in board["panels"]} <= required
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_scrape_annotations_are_off_by_default_and_name_the_port_and_job() -> None:
+    def annotations(values: dict[str, Any]) -> dict[str, str]:
+        deployment = render(values).get("Deployment", RELEASE)
+        found: dict[str, str] = deployment["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        )
+        return found
+
+    assert not any(key.startswith("prometheus.io/") for key in annotations({}))
+    manifests = render({})
+    on = annotations({"metrics": {"scrapeAnnotations": True}})
+    assert on == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/path": "/metrics",
+        "prometheus.io/port": "8080",
+        "prometheus.io/job": manifests.get("Service", RELEASE)["metadata"]["name"],
+    }
+    kept = annotations(
+        {
+            "metrics": {"scrapeAnnotations": True},
+            "predictor": {"podAnnotations": {"team": "ml"}},
+        }
+    )
+    assert kept == {**on, "team": "ml"}

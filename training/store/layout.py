@@ -13,12 +13,13 @@ last. Every read is verified along the chain pointer -> metadata -> model file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import secrets
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 POINTER_NAME: Final = "latest.json"
 VERSIONS_DIR: Final = "versions"
@@ -86,6 +87,40 @@ class FeatureStats(BaseModel):
     max: float
     mean: float
     std: float
+    # The drift reference (training/store/reference.py); empty in metadata published
+    # before it existed, and then the predictor exports no drift scores.
+    bin_edges: list[float] = Field(
+        default_factory=list,
+        description="Training deciles, ascending: the PSI's bins (-inf, e0], ..., "
+        "(e_last, inf).",
+    )
+    bin_fractions: list[float] = Field(
+        default_factory=list, description="Share of training rows in each PSI bin."
+    )
+    cdf_values: list[float] = Field(
+        default_factory=list,
+        description="Training percentiles, ascending: where the CDF is recorded.",
+    )
+    cdf_fractions: list[float] = Field(
+        default_factory=list,
+        description="Share of training rows at or below each of cdf_values.",
+    )
+
+    @model_validator(mode="after")
+    def _reference_is_consistent(self) -> FeatureStats:
+        if self.bin_edges and len(self.bin_fractions) != len(self.bin_edges) + 1:
+            raise ValueError("bin_fractions needs one more entry than bin_edges")
+        if len(self.cdf_fractions) != len(self.cdf_values):
+            raise ValueError("cdf_fractions needs one entry per cdf_values")
+        for name in ("bin_edges", "cdf_values", "cdf_fractions"):
+            values = getattr(self, name)
+            if any(b <= a for a, b in itertools.pairwise(values)):
+                raise ValueError(f"{name} must be strictly ascending")
+        if any(
+            not 0 <= share <= 1 for share in self.bin_fractions + self.cdf_fractions
+        ):
+            raise ValueError("fractions must lie in [0, 1]")
+        return self
 
 
 class ModelCard(BaseModel):
@@ -99,6 +134,11 @@ class ModelCard(BaseModel):
     feature_names: list[str]
     class_names: list[str]
     feature_stats: dict[str, FeatureStats]
+    class_priors: list[float] = Field(
+        default_factory=list,
+        description="Each class's share of the training rows, in class_names order: "
+        "the reference of the predictions' drift. Empty in older metadata.",
+    )
     random_state: int
     test_fraction: float
     dataset_sha256: str
