@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -68,6 +69,17 @@ def test_the_script_and_the_styles_call_nothing_by_an_absolute_url() -> None:
 
 
 def test_the_wheel_ships_the_page(tmp_path: Path) -> None:
+    # What the Dockerfile copies and installs, built away from the checkout's build/.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ["pyproject.toml", "README.md"]:
+        shutil.copy(REPO / name, source / name)
+    for package in ["training", "predictor"]:
+        shutil.copytree(
+            REPO / package,
+            source / package,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     subprocess.run(
         [
             sys.executable,
@@ -78,12 +90,12 @@ def test_the_wheel_ships_the_page(tmp_path: Path) -> None:
             "--no-deps",
             "--no-build-isolation",
             "--wheel-dir",
-            str(tmp_path),
-            str(REPO),
+            str(tmp_path / "wheels"),
+            str(source),
         ],
         check=True,
     )
-    (wheel,) = tmp_path.glob("iris-*.whl")
+    (wheel,) = (tmp_path / "wheels").glob("iris-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     for path in STATIC_DIR.iterdir():
         assert f"predictor/ui_static/{path.name}" in shipped
