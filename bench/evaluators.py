@@ -12,8 +12,8 @@ import timeit
 
 import numpy as np
 
-from predictor.grid import ThresholdGrid
 from training.settings import TrainingSettings
+from training.store.grid import ThresholdGrid
 from training.train import train
 
 MODELS = {
@@ -37,7 +37,7 @@ def main() -> None:
     for name, settings in MODELS.items():
         estimator = train(settings).estimator
         built = timeit.default_timer()
-        grid = ThresholdGrid(estimator)
+        grid = ThresholdGrid.compile(estimator)
         build_ms = (timeit.default_timer() - built) * 1000
         for rows in (1, 1000):
             batch = rng.uniform(0, 8, size=(rows, 4))

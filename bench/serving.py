@@ -7,9 +7,10 @@ pinned to core 0, and wrk, pinned to core 1, drives them: 1-row requests at
 concurrency 1 and 16, and 1000-row requests. A bare ASGI app (bench/ceiling.py)
 shows the ceiling. Cold start and RSS after the load are measured too.
 
-``make bench`` or ``python -m bench.serving [--seconds N]``. Needs wrk
-(``apt-get install wrk``). Writes bench/results/serving.json and prints a table
-with the ratio predictor/baseline for every measure.
+``make bench`` or ``python -m bench.serving [--seconds N] [--models rf50 ...]``.
+Needs wrk (``apt-get install wrk``). Writes bench/results/serving.json and prints a
+table with the ratio predictor/baseline for every measure, and the predictor's
+1-row c=16 throughput as a share of the ceiling's.
 
 ``--drift`` measures instead what the drift window costs the request path: the
 predictor with its default window and with ``--drift_window_rows 0`` (off), both
@@ -131,7 +132,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def measure(seconds: int) -> dict[str, Any]:
+def measure(seconds: int, models: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}",
@@ -144,6 +145,8 @@ def measure(seconds: int) -> dict[str, Any]:
             drive(port, LOADS[1], 2, bodies)
             results["ceiling"] = asdict(drive(port, LOADS[1], seconds, bodies))
         for model, settings in MODELS.items():
+            if model.split()[0] not in models:
+                continue
             store = bodies / model.split()[0]
             trained = train(settings)
             open_store(str(store)).publish(trained.estimator, trained.card, 5)
@@ -197,6 +200,12 @@ def table(results: dict[str, Any]) -> str:
         f"Ceiling (bare ASGI app, constant answer), 1 row, c=16: "
         f"{ceiling['requests_per_second']:,.0f} req/s, p99 {ceiling['p99_ms']:.2f} ms",
     ]
+    for model, servers in results["models"].items():
+        share = (
+            servers["iris"][LOADS[1].name]["requests_per_second"]
+            / ceiling["requests_per_second"]
+        )
+        lines.append(f"{model}, {LOADS[1].name}, iris/ceiling: {share:.0%}")
     return "\n".join(lines)
 
 
@@ -313,6 +322,10 @@ def drift_table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10, help="length of each load")
+    names = [model.split()[0] for model in MODELS]
+    parser.add_argument(
+        "--models", nargs="+", choices=names, default=names, help="models to measure"
+    )
     parser.add_argument(
         "--drift",
         action="store_true",
@@ -330,7 +343,7 @@ def main() -> None:
         print(drift_table(drift))
         print(f"\nwritten to {written}")
         return
-    results = measure(args.seconds)
+    results = measure(args.seconds, args.models)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(table(results))

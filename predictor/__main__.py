@@ -1,4 +1,4 @@
-"""``python -m predictor``: serve the published Iris model with KServe's ModelServer."""
+"""``python -m predictor``: serve the published model with KServe's ModelServer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from predictor.inputs import InputLimits
 from predictor.model import IrisModel
 from predictor.server import IrisModelServer, configure_logging
 from predictor.settings import parse_settings
@@ -24,15 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as error:
         log.error("cannot use the model store: %s", error)
         return 2
-    model = IrisModel(
-        args.model_name,
-        InputLimits(
-            max_rows=settings.max_rows,
-            min_value=settings.min_feature_value,
-            max_value=settings.max_feature_value,
-        ),
-        settings.drift_window_rows,
-    )
+    model = IrisModel(args.model_name, settings.max_rows, settings.drift_window_rows)
     watcher = ModelWatcher(
         store, model, settings.reload_interval_seconds, settings.evaluator
     )

@@ -1,7 +1,9 @@
 """Request bodies made into a matrix of measurements, or a 400 naming the problem.
 
 Every check a request can fail is here, before the model sees it; whatever passes is
-an (N, 4) float64 array of finite measurements in the accepted range.
+an (N, features) float64 array of finite values, each in its feature's accepted
+range. The features, their order, units and ranges are the served model's schema,
+as its published metadata gives them.
 """
 
 from __future__ import annotations
@@ -11,24 +13,46 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import orjson
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 from numpy.typing import NDArray
 
-from training.data import FEATURE_NAMES
+from training.store import ModelMetadata
 
 V1_PARAMETERS = {"probabilities"}
 V2_OUTPUTS = ("predict", "probabilities")
 V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
-_EXAMPLE = '{"instances": [[6.8, 2.8, 4.8, 1.4]]}'
-_FEATURES = ", ".join(FEATURE_NAMES)
 
 
 @dataclass(frozen=True)
-class InputLimits:
-    max_rows: int
-    min_value: float
-    max_value: float
+class RequestSchema:
+    """What a request to one model version must look like, from its metadata."""
+
+    features: tuple[str, ...]
+    units: tuple[str | None, ...]
+    minimums: NDArray[np.float64]
+    maximums: NDArray[np.float64]
+    # Where a message needs the names: "sepal_length, sepal_width, ...".
+    listing: str
+    # A valid request body, for messages: the first golden row.
+    example: str
+
+    @classmethod
+    def of(cls, metadata: ModelMetadata) -> RequestSchema:
+        features = metadata.features
+        return cls(
+            features=tuple(feature.name for feature in features),
+            units=tuple(feature.unit for feature in features),
+            minimums=np.array([feature.min for feature in features]),
+            maximums=np.array([feature.max for feature in features]),
+            listing=", ".join(feature.name for feature in features),
+            example=orjson.dumps({"instances": metadata.golden.rows[:1]}).decode(),
+        )
+
+    @property
+    def width(self) -> int:
+        return len(self.features)
 
 
 @dataclass(frozen=True)
@@ -61,15 +85,15 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
-def parse_v1(payload: object, limits: InputLimits) -> V1Request:
+def parse_v1(payload: object, schema: RequestSchema, max_rows: int) -> V1Request:
     """Validate a v1 body: ``{"instances": [...], "parameters": {...}}``."""
     if not isinstance(payload, dict):
         raise InvalidInput(
-            f"the body must be a JSON object such as {_EXAMPLE}, "
+            f"the body must be a JSON object such as {schema.example}, "
             f"got {json_type(payload)}"
         )
     if "instances" not in payload:
-        raise InvalidInput(f'missing "instances": send rows such as {_EXAMPLE}')
+        raise InvalidInput(f'missing "instances": send rows such as {schema.example}')
     unknown = sorted(set(payload) - {"instances", "parameters"})
     if unknown:
         raise InvalidInput(
@@ -77,7 +101,7 @@ def parse_v1(payload: object, limits: InputLimits) -> V1Request:
             f'optionally "parameters"'
         )
     return V1Request(
-        rows=rows_to_matrix(payload["instances"], limits),
+        rows=rows_to_matrix(payload["instances"], schema, max_rows),
         probabilities=_v1_probabilities(payload.get("parameters", {})),
     )
 
@@ -101,78 +125,82 @@ def _v1_probabilities(parameters: object) -> bool:
     return probabilities
 
 
-def rows_to_matrix(instances: object, limits: InputLimits) -> NDArray[np.float64]:
-    """Rows of four numbers, or objects with the four feature names, as a matrix."""
+def rows_to_matrix(
+    instances: object, schema: RequestSchema, max_rows: int
+) -> NDArray[np.float64]:
+    """Rows of numbers, or objects keyed by the feature names, as a matrix."""
     if not isinstance(instances, list):
         raise InvalidInput(
             f'"instances" must be an array of rows, got {json_type(instances)}'
         )
     if not instances:
         raise InvalidInput('"instances" is empty: send at least one row')
-    if len(instances) > limits.max_rows:
+    if len(instances) > max_rows:
         raise InvalidInput(
-            f'"instances" has {len(instances)} rows, more than the limit of '
-            f"{limits.max_rows}"
+            f'"instances" has {len(instances)} rows, more than the limit of {max_rows}'
         )
-    matrix = _plain_rows(instances)
+    matrix = _plain_rows(instances, schema.width)
     if matrix is None:
         matrix = np.array(
-            [_row_values(index, row) for index, row in enumerate(instances)],
+            [_row_values(index, row, schema) for index, row in enumerate(instances)],
             dtype=np.float64,
         )
-    check_range(matrix, limits, "instances[{row}][{column}]")
+    check_range(matrix, schema, "instances[{row}][{column}]")
     return matrix
 
 
-def _plain_rows(instances: list[Any]) -> NDArray[np.float64] | None:
-    """The common case, checked in bulk: every row a list of four JSON numbers.
+def _plain_rows(instances: list[Any], width: int) -> NDArray[np.float64] | None:
+    """The common case, checked in bulk: every row a list of width JSON numbers.
 
     The checks run as ``set(map(...))`` so that the loops are in C: for 1000 rows
     they cost a tenth of what Python-level loops would.
     """
     if set(map(type, instances)) != {list}:
         return None
-    if set(map(len, instances)) != {len(FEATURE_NAMES)}:
+    if set(map(len, instances)) != {width}:
         return None
     if not set(map(type, chain.from_iterable(instances))) <= {float, int}:
         return None
     values = np.fromiter(
         chain.from_iterable(instances),
         dtype=np.float64,
-        count=len(instances) * len(FEATURE_NAMES),
+        count=len(instances) * width,
     )
-    return values.reshape(len(instances), len(FEATURE_NAMES))
+    return values.reshape(len(instances), width)
 
 
-def _row_values(index: int, row: object) -> list[float]:
+def _row_values(index: int, row: object, schema: RequestSchema) -> list[float]:
     where = f"instances[{index}]"
     if isinstance(row, list):
         for column, value in enumerate(row):
             if isinstance(value, list | dict):
                 raise InvalidInput(
                     f"{where}[{column}] is {json_type(value)}: a row is a flat array "
-                    f"of {len(FEATURE_NAMES)} numbers"
+                    f"of {schema.width} numbers"
                 )
-        if len(row) != len(FEATURE_NAMES):
+        if len(row) != schema.width:
             raise InvalidInput(
-                f"{where} has {len(row)} values, expected {len(FEATURE_NAMES)}: "
-                f"{_FEATURES}"
+                f"{where} has {len(row)} values, expected {schema.width}: "
+                f"{schema.listing}"
             )
         labelled = [(f"{where}[{column}]", value) for column, value in enumerate(row)]
     elif isinstance(row, dict):
-        unknown = sorted(set(row) - set(FEATURE_NAMES))
+        unknown = sorted(set(row) - set(schema.features))
         if unknown:
             raise InvalidInput(
-                f'{where} has an unknown feature "{unknown[0]}": expected {_FEATURES}'
+                f'{where} has an unknown feature "{unknown[0]}": expected '
+                f"{schema.listing}"
             )
-        missing = [name for name in FEATURE_NAMES if name not in row]
+        missing = [name for name in schema.features if name not in row]
         if missing:
-            raise InvalidInput(f"{where} is missing {missing[0]}: expected {_FEATURES}")
-        labelled = [(f"{where}.{name}", row[name]) for name in FEATURE_NAMES]
+            raise InvalidInput(
+                f"{where} is missing {missing[0]}: expected {schema.listing}"
+            )
+        labelled = [(f"{where}.{name}", row[name]) for name in schema.features]
     else:
         raise InvalidInput(
-            f"{where} must be an array of {len(FEATURE_NAMES)} numbers or an object "
-            f"with {_FEATURES}, got {json_type(row)}"
+            f"{where} must be an array of {schema.width} numbers or an object "
+            f"with {schema.listing}, got {json_type(row)}"
         )
     return [_number(label, value) for label, value in labelled]
 
@@ -183,28 +211,28 @@ def _number(where: str, value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def check_range(matrix: NDArray[np.float64], limits: InputLimits, where: str) -> None:
-    """Refuse values that are not finite or outside the accepted range."""
-    # Two reductions settle the common case; NaN fails both comparisons.
-    if matrix.min() >= limits.min_value and matrix.max() <= limits.max_value:
+def check_range(matrix: NDArray[np.float64], schema: RequestSchema, where: str) -> None:
+    """Refuse values that are not finite or outside their feature's accepted range."""
+    # NaN fails both comparisons, so it is outside too.
+    inside = (matrix >= schema.minimums) & (matrix <= schema.maximums)
+    if inside.all():
         return
-    outside = (
-        ~np.isfinite(matrix) | (matrix < limits.min_value) | (matrix > limits.max_value)
+    row, column = (int(i) for i in np.argwhere(~inside)[0])
+    unit = schema.units[column]
+    raise InvalidInput(
+        f"{where.format(row=row, column=column)} = {matrix[row, column]:g} is "
+        f"outside {schema.features[column]}'s accepted range "
+        f"{schema.minimums[column]:g} to {schema.maximums[column]:g}"
+        + (f" {unit}" if unit else "")
     )
-    if outside.any():
-        row, column = (int(i) for i in np.argwhere(outside)[0])
-        raise InvalidInput(
-            f"{where.format(row=row, column=column)} = {matrix[row, column]:g} is "
-            f"outside the accepted range {limits.min_value:g} to "
-            f"{limits.max_value:g} cm"
-        )
 
 
-def parse_v2(request: InferRequest, limits: InputLimits) -> V2Request:
-    """Validate an Open Inference Protocol request: one FP32/FP64 tensor of [N, 4]."""
+def parse_v2(request: InferRequest, schema: RequestSchema, max_rows: int) -> V2Request:
+    """Validate an Open Inference Protocol request: one FP32/FP64 [N, features]."""
+    width = schema.width
     if len(request.inputs) != 1:
         raise InvalidInput(
-            f"expected exactly one input tensor of shape [N, {len(FEATURE_NAMES)}], "
+            f"expected exactly one input tensor of shape [N, {width}], "
             f"got {len(request.inputs)}"
         )
     tensor = request.inputs[0]
@@ -215,7 +243,6 @@ def parse_v2(request: InferRequest, limits: InputLimits) -> V2Request:
             "expected FP32 or FP64"
         )
     shape = tensor.shape
-    width = len(FEATURE_NAMES)
     if (
         not isinstance(shape, list)
         or len(shape) != 2
@@ -227,15 +254,15 @@ def parse_v2(request: InferRequest, limits: InputLimits) -> V2Request:
             f'input "{tensor.name}" has shape {shape}, '
             f"expected [N, {width}] with N >= 1"
         )
-    if shape[0] > limits.max_rows:
+    if shape[0] > max_rows:
         raise InvalidInput(
             f'input "{tensor.name}" has {shape[0]} rows, more than the limit of '
-            f"{limits.max_rows}"
+            f"{max_rows}"
         )
     values = _tensor_values(tensor.name, tensor.data, shape[0] * width)
     check_range(
         values.reshape(shape),
-        limits,
+        schema,
         f'input "{tensor.name}" row {{row}} column {{column}}',
     )
     # The tensor's own precision is what the client meant: FP32 values are rounded to

@@ -3,13 +3,15 @@
 Per-row statistics (classes, confidence, feature values) are counted with NumPy a
 batch at a time and exposed by a collector at scrape time: observing a 1000-row
 batch through prometheus_client one value at a time would cost more than the
-prediction itself.
+prediction itself. Their labels (classes, features) and the feature buckets follow
+the served model's schema; metric names stay as dashboards know them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Iterator
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,14 +26,16 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from training.data import CLASS_NAMES, FEATURE_NAMES
+from training.store import ModelMetadata
 
 # A *_created series beside every counter doubles what each scrape reads and stores.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+# Up to this many rows, a batch is counted in plain Python.
+_FEW_ROWS = 8
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-# Iris measurements run from 0.1 to 7.9 cm; half-centimetre buckets show drift.
-FEATURE_BUCKETS_CM = tuple(float(edge) for edge in np.arange(0.5, 8.01, 0.5))
+# Each feature's training range cut into this many equal buckets shows drift.
+FEATURE_BUCKETS = 8
 
 MODEL_INFO = Info("iris_model", "The model version being served.", ["model_name"])
 MODEL_READY = Gauge(
@@ -68,28 +72,61 @@ HTTP_DURATION = Histogram(
 
 
 class _BatchHistograms:
-    """Bucket counts and sums of one histogram per column, added a matrix at a time."""
+    """Bucket counts and sums of one histogram per column, added a matrix at a time.
 
-    def __init__(self, edges: Sequence[float], columns: int) -> None:
-        self.edges = np.asarray(edges, dtype=np.float64)
-        slots = len(edges) + 1
+    ``edges`` is (columns, buckets): each column has its own upper bounds.
+    """
+
+    def __init__(self, edges: NDArray[np.float64]) -> None:
+        self.edges = edges
+        columns, slots = edges.shape[0], edges.shape[1] + 1
         self.counts = np.zeros((columns, slots), dtype=np.int64)
         self.totals = np.zeros(columns, dtype=np.float64)
         self._offsets = np.arange(columns) * slots
+        # Small batches are counted in plain lists: a bisect per value costs far
+        # less than the NumPy calls a matrix needs, which dominate for one row.
+        self._edge_lists = edges.tolist()
+        self._few_counts = [[0] * slots for _ in range(columns)]
+        self._few_totals = [0.0] * columns
 
     def add(self, values: NDArray[np.float64]) -> None:
-        """Count an (N, columns) matrix: one searchsorted and one bincount in all."""
-        # side="left": a value equal to an edge belongs to that edge's bucket (le).
-        slots = np.searchsorted(self.edges, values, side="left") + self._offsets
+        """Count an (N, columns) matrix: one comparison and one bincount in all."""
+        if len(values) <= _FEW_ROWS:
+            self._add_few(values.tolist())
+            return
+        # Edges strictly below a value: a value equal to an edge is in its bucket (le).
+        slots = (values[:, :, np.newaxis] > self.edges).sum(axis=2) + self._offsets
         self.counts += np.bincount(slots.ravel(), minlength=self.counts.size).reshape(
             self.counts.shape
         )
         self.totals += values.sum(axis=0)
 
+    def _add_few(self, rows: list[list[float]]) -> None:
+        for row in rows:
+            for column, value in enumerate(row):
+                # bisect_left: a value equal to an edge is in that edge's bucket (le).
+                self._few_counts[column][
+                    bisect_left(self._edge_lists[column], value)
+                ] += 1
+                self._few_totals[column] += value
+
+    def total(self, column: int) -> float:
+        return float(self.totals[column]) + self._few_totals[column]
+
     def buckets(self, column: int) -> list[tuple[str, float]]:
-        cumulative = np.cumsum(self.counts[column])
-        bounds = [*(f"{edge:g}" for edge in self.edges), "+Inf"]
+        counts = self.counts[column] + np.array(self._few_counts[column])
+        cumulative = np.cumsum(counts)
+        bounds = [*(f"{edge:g}" for edge in self.edges[column]), "+Inf"]
         return list(zip(bounds, cumulative.astype(float).tolist(), strict=True))
+
+
+def feature_edges(metadata: ModelMetadata) -> NDArray[np.float64]:
+    """Per feature, its training range in FEATURE_BUCKETS equal buckets."""
+    edges = []
+    for feature in metadata.features:
+        stats = metadata.feature_stats[feature.name]
+        edges.append(np.linspace(stats.min, stats.max, FEATURE_BUCKETS + 1))
+    return np.array(edges, dtype=np.float64)
 
 
 class PredictionStats(Collector):
@@ -98,9 +135,34 @@ class PredictionStats(Collector):
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
         self._lock = threading.Lock()
-        self._classes = np.zeros(len(CLASS_NAMES), dtype=np.int64)
-        self._confidence = _BatchHistograms(CONFIDENCE_BUCKETS, 1)
-        self._features = _BatchHistograms(FEATURE_BUCKETS_CM, len(FEATURE_NAMES))
+        self._class_names: list[str] = []
+        self._feature_names: list[str] = []
+        self._classes = np.zeros(0, dtype=np.int64)
+        self._few_classes: list[int] = []
+        self._confidence = _BatchHistograms(np.array([CONFIDENCE_BUCKETS]))
+        self._features = _BatchHistograms(np.zeros((0, FEATURE_BUCKETS + 1)))
+
+    def follow(self, metadata: ModelMetadata) -> None:
+        """Count by this model's classes and features from now on.
+
+        A version with the same classes, features and training ranges goes on
+        counting; any other starts its series afresh.
+        """
+        class_names = [str(name) for name in metadata.classes]
+        feature_names = [feature.name for feature in metadata.features]
+        edges = feature_edges(metadata)
+        with self._lock:
+            if (
+                class_names == self._class_names
+                and feature_names == self._feature_names
+                and np.array_equal(edges, self._features.edges)
+            ):
+                return
+            self._class_names, self._feature_names = class_names, feature_names
+            self._classes = np.zeros(len(class_names), dtype=np.int64)
+            self._few_classes = [0] * len(class_names)
+            self._confidence = _BatchHistograms(np.array([CONFIDENCE_BUCKETS]))
+            self._features = _BatchHistograms(edges)
 
     def record(
         self,
@@ -109,7 +171,16 @@ class PredictionStats(Collector):
         confidence: NDArray[np.float64],
     ) -> None:
         with self._lock:
-            self._classes += np.bincount(labels, minlength=len(CLASS_NAMES))
+            # A request answered by a version being replaced by another schema.
+            if rows.shape[1] != len(self._feature_names) or int(labels.max()) >= len(
+                self._classes
+            ):
+                return
+            if len(labels) <= _FEW_ROWS:
+                for label in labels.tolist():
+                    self._few_classes[label] += 1
+            else:
+                self._classes += np.bincount(labels, minlength=len(self._classes))
             self._confidence.add(confidence[:, np.newaxis])
             self._features.add(rows)
 
@@ -120,7 +191,8 @@ class PredictionStats(Collector):
                 "Rows predicted, by predicted class.",
                 labels=["model_name", "class"],
             )
-            for name, count in zip(CLASS_NAMES, self._classes.tolist(), strict=True):
+            counts = self._classes + np.array(self._few_classes, dtype=np.int64)
+            for name, count in zip(self._class_names, counts.tolist(), strict=True):
                 predictions.add_metric([self.model_name, name], count)
             confidence = HistogramMetricFamily(
                 "iris_prediction_confidence_ratio",
@@ -130,7 +202,7 @@ class PredictionStats(Collector):
             confidence.add_metric(
                 [self.model_name],
                 self._confidence.buckets(0),
-                float(self._confidence.totals[0]),
+                self._confidence.total(0),
             )
             features = HistogramMetricFamily(
                 "iris_feature_value_centimeters",
@@ -138,11 +210,11 @@ class PredictionStats(Collector):
                 "the training distribution to see drift.",
                 labels=["model_name", "feature"],
             )
-            for column, name in enumerate(FEATURE_NAMES):
+            for column, name in enumerate(self._feature_names):
                 features.add_metric(
                     [self.model_name, name],
                     self._features.buckets(column),
-                    float(self._features.totals[column]),
+                    self._features.total(column),
                 )
         yield predictions
         yield confidence

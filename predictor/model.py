@@ -1,8 +1,8 @@
-"""The Iris model as KServe serves it: a ``kserve.Model`` for the v1 and v2 protocols.
+"""The published model as KServe serves it: a ``kserve.Model`` for v1 and v2.
 
 The model being served can change while the server runs (``serve`` swaps in a newer
-version); each request reads ``self.serving`` once, so it is answered by one version
-from start to end.
+version, whose schema may differ); each request reads ``self.serving`` once, in
+``preprocess``, so it is validated and answered by one version from start to end.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from kserve import Model
@@ -17,7 +18,7 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictor.drift import DriftReference, drift_window
-from predictor.inputs import InputLimits, V1Request, V2Request, parse_v1, parse_v2
+from predictor.inputs import V1Request, V2Request, parse_v1, parse_v2
 from predictor.metrics import (
     MODEL_FEATURE_MEAN,
     MODEL_INFO,
@@ -27,17 +28,22 @@ from predictor.metrics import (
     prediction_stats,
 )
 from predictor.serving import Prediction, ServingModel
-from training.data import CLASS_NAMES, FEATURE_NAMES
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request checked against the schema of the version that will answer it."""
+
+    serving: ServingModel
+    request: V1Request | V2Request
+
+
 class IrisModel(Model):
-    def __init__(
-        self, name: str, limits: InputLimits, drift_window_rows: int = 1000
-    ) -> None:
+    def __init__(self, name: str, max_rows: int, drift_window_rows: int = 1000) -> None:
         super().__init__(name)
-        self.limits = limits
+        self.max_rows = max_rows
         self.serving: ServingModel | None = None
         self.stats = prediction_stats(name)
         self.drift = drift_window(name, drift_window_rows)
@@ -62,6 +68,7 @@ class IrisModel(Model):
         MODEL_TRAINED.labels(self.name).set(metadata.created_at.timestamp())
         for feature, stats in metadata.feature_stats.items():
             MODEL_FEATURE_MEAN.labels(self.name, feature).set(stats.mean)
+        self.stats.follow(metadata)
         self.drift.use(DriftReference.of(metadata))
         MODEL_READY.labels(self.name).set(1)
         # The new model's objects live as long as it serves: keep them out of the
@@ -94,24 +101,27 @@ class IrisModel(Model):
         self,
         payload: dict[str, Any] | InferRequest,
         headers: dict[str, str] | None = None,
-    ) -> V1Request | V2Request:
+    ) -> ValidRequest:
+        serving = self._current()
         if isinstance(payload, InferRequest):
-            return parse_v2(payload, self.limits)
-        return parse_v1(payload, self.limits)
+            return ValidRequest(
+                serving, parse_v2(payload, serving.schema, self.max_rows)
+            )
+        return ValidRequest(serving, parse_v1(payload, serving.schema, self.max_rows))
 
     def predict(
-        self, payload: V1Request | V2Request, headers: dict[str, str] | None = None
+        self, payload: ValidRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
-        if not isinstance(payload, V1Request | V2Request):
+        if not isinstance(payload, ValidRequest):
             raise InvalidInput("the request could not be read")
-        serving = self._current()
-        prediction = serving.predict(payload.rows)
-        self.stats.record(payload.rows, prediction.labels, prediction.confidence)
-        self.drift.record(payload.rows, prediction.labels)
-        if isinstance(payload, V2Request):
-            return self._v2_response(payload, prediction, serving.version)
-        if payload.probabilities:
-            return {"predictions": _detailed(prediction)}
+        serving, request = payload.serving, payload.request
+        prediction = serving.predict(request.rows)
+        self.stats.record(request.rows, prediction.labels, prediction.confidence)
+        self.drift.record(request.rows, prediction.labels)
+        if isinstance(request, V2Request):
+            return self._v2_response(request, prediction, serving.version)
+        if request.probabilities:
+            return {"predictions": _detailed(prediction, serving.metadata.classes)}
         return {"predictions": prediction.labels.tolist()}
 
     def _v2_response(
@@ -139,18 +149,14 @@ class IrisModel(Model):
         )
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "input-0", "datatype": "FP32", "shape": [-1, len(FEATURE_NAMES)]}
-        ]
+        features = len(self._current().metadata.features)
+        return [{"name": "input-0", "datatype": "FP32", "shape": [-1, features]}]
 
     def get_output_types(self) -> list[dict[str, Any]]:
+        classes = len(self._current().metadata.classes)
         return [
             {"name": "predict", "datatype": "INT64", "shape": [-1]},
-            {
-                "name": "probabilities",
-                "datatype": "FP64",
-                "shape": [-1, len(CLASS_NAMES)],
-            },
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, classes]},
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -163,14 +169,20 @@ class IrisModel(Model):
         }
 
 
-def _detailed(prediction: Prediction) -> list[dict[str, Any]]:
-    """Per row: the class id and label, its probability, and every class's."""
+def _detailed(
+    prediction: Prediction, classes: list[str] | list[int]
+) -> list[dict[str, Any]]:
+    """Per row: the class id and its class, its probability, and every class's.
+
+    JSON object keys are strings, so integer classes key "probabilities" as such.
+    """
+    keys = [str(name) for name in classes]
     return [
         {
             "class_id": label,
-            "label": CLASS_NAMES[label],
+            "label": classes[label],
             "confidence": max(probabilities),
-            "probabilities": dict(zip(CLASS_NAMES, probabilities, strict=True)),
+            "probabilities": dict(zip(keys, probabilities, strict=True)),
         }
         for label, probabilities in zip(
             prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True

@@ -1,8 +1,10 @@
 """A published model checked and made ready to answer requests.
 
 Nothing reaches the request path without passing ``prepare``: the store has already
-verified the files' digests and loaded them safely; here the model itself must prove
-it is an Iris classifier before it may serve.
+verified the files' digests and loaded them safely; here the model must match the
+schema its metadata publishes and reproduce its golden rows bit for bit before it
+may serve. Whatever model it is, it is served the same way: the compiled grid when
+training published one, else scikit-learn's own ``predict_proba``.
 """
 
 from __future__ import annotations
@@ -14,20 +16,13 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.tree import DecisionTreeClassifier
 
-from predictor.grid import MAX_CELLS, GridTooLarge, ThresholdGrid
-from training.data import CLASS_NAMES, FEATURE_NAMES
+from predictor.inputs import RequestSchema
 from training.store import ModelMetadata, PublishedModel
 
 log = logging.getLogger(__name__)
 
 Evaluator = Literal["grid", "sklearn"]
-
-SERVABLE_TYPES = (RandomForestClassifier, DecisionTreeClassifier)
-# A textbook setosa (the first row of the data set): any Iris model gets it right.
-SETOSA_CANARY = np.array([[5.1, 3.5, 1.4, 0.2]])
 
 
 class ModelRejected(Exception):  # noqa: N818 - the model is rejected, it is not an error
@@ -50,8 +45,8 @@ class Prediction:
 @dataclass(frozen=True)
 class ServingModel:
     metadata: ModelMetadata
-    estimator: Any
-    # "grid" (the estimator compiled into a ThresholdGrid) or "sklearn".
+    schema: RequestSchema
+    # "grid" (the published ThresholdGrid) or "sklearn".
     evaluator: str
     predict_proba: Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
@@ -67,66 +62,79 @@ class ServingModel:
         )
 
 
-def compile_evaluator(
-    estimator: Any, evaluator: Evaluator, max_cells: int = MAX_CELLS
-) -> tuple[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]]:
-    """The fastest exact way to evaluate the estimator that works, and its name.
+def _sklearn_evaluator(
+    estimator: Any, features: int, classes: int
+) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+    """The estimator's own predict_proba, once it is known to fit the schema."""
+    # skops has imported scikit-learn to load the estimator: this import is free.
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
 
-    A grid that would be too large, or that disagrees with scikit-learn on a sample,
-    falls back to scikit-learn's own predict_proba, with a log line.
-    """
-    if evaluator == "sklearn":
-        return "sklearn", estimator.predict_proba
-    try:
-        grid = ThresholdGrid(estimator, max_cells)
-    except GridTooLarge as error:
-        log.warning("evaluator=sklearn reason=threshold grid too large: %s", error)
-        return "sklearn", estimator.predict_proba
-    sample = np.random.default_rng(0).uniform(0, 10, size=(256, len(FEATURE_NAMES)))
-    if not np.array_equal(grid.predict_proba(sample), estimator.predict_proba(sample)):
-        log.error("evaluator=sklearn reason=threshold grid disagrees with scikit-learn")
-        return "sklearn", estimator.predict_proba
-    log.info("evaluator=grid cells=%d", grid.cells)
-    return "grid", grid.predict_proba
-
-
-def prepare(published: PublishedModel, evaluator: Evaluator = "grid") -> ServingModel:
-    """Check a loaded model is an Iris classifier, or raise ModelRejected saying why."""
-    estimator, metadata = published.estimator, published.metadata
-    if not isinstance(estimator, SERVABLE_TYPES):
-        expected = " or ".join(kind.__name__ for kind in SERVABLE_TYPES)
+    servable = (RandomForestClassifier, DecisionTreeClassifier)
+    if not isinstance(estimator, servable):
+        expected = " or ".join(kind.__name__ for kind in servable)
         raise ModelRejected(
             f"holds a {type(estimator).__name__}, expected a {expected}"
         )
-    if metadata.feature_names != FEATURE_NAMES:
-        raise ModelRejected(
-            f"metadata names features {metadata.feature_names}, "
-            f"expected {FEATURE_NAMES}"
-        )
-    if metadata.class_names != CLASS_NAMES:
-        raise ModelRejected(
-            f"metadata names classes {metadata.class_names}, expected {CLASS_NAMES}"
-        )
-    if getattr(estimator, "n_features_in_", None) != len(FEATURE_NAMES):
+    if getattr(estimator, "n_features_in_", None) != features:
         raise ModelRejected(
             f"expects {getattr(estimator, 'n_features_in_', 'no')} features, "
-            f"expected {len(FEATURE_NAMES)}"
+            f"expected {features}"
         )
-    classes = getattr(estimator, "classes_", np.array([]))
-    if classes.tolist() != list(range(len(CLASS_NAMES))):
-        raise ModelRejected(
-            f"predicts classes {classes.tolist()}, expected "
-            f"{list(range(len(CLASS_NAMES)))}"
-        )
+    ids = getattr(estimator, "classes_", np.array([])).tolist()
+    if ids != list(range(classes)):
+        raise ModelRejected(f"predicts classes {ids}, expected {list(range(classes))}")
+    predict_proba: Callable[[NDArray[np.float64]], NDArray[np.float64]] = (
+        estimator.predict_proba
+    )
+    return predict_proba
+
+
+def prepare(published: PublishedModel, evaluator: Evaluator = "grid") -> ServingModel:
+    """Check a loaded model against its schema and golden rows, or raise ModelRejected.
+
+    The store loads the grid when there is one and the evaluator is "grid", else
+    the scikit-learn estimator.
+    """
+    metadata = published.metadata
+    features, classes = len(metadata.features), len(metadata.classes)
+    grid = published.grid
+    predict_proba: Callable[[NDArray[np.float64]], NDArray[np.float64]]
+    if grid is not None and evaluator == "grid":
+        if grid.features != features:
+            raise ModelRejected(
+                f"its grid expects {grid.features} features, expected {features}"
+            )
+        if grid.classes != classes:
+            raise ModelRejected(
+                f"its grid predicts {grid.classes} classes, expected {classes}"
+            )
+        name, predict_proba = "grid", grid.predict_proba
+    else:
+        name = "sklearn"
+        predict_proba = _sklearn_evaluator(published.estimator, features, classes)
+    golden = metadata.golden
     try:
-        name, predict_proba = compile_evaluator(estimator, evaluator)
-        model = ServingModel(metadata, estimator, name, predict_proba)
-        canary = CLASS_NAMES[int(model.predict(SETOSA_CANARY).labels[0])]
+        answers = predict_proba(np.array(golden.rows, dtype=np.float64))
     # A file can hold any structure skops trusts; whatever breaks, it cannot serve.
     except Exception as error:
         raise ModelRejected(
             f"fails to predict: {type(error).__name__}: {error}"
         ) from error
-    if canary != "setosa":
-        raise ModelRejected(f"predicts {canary} for a textbook setosa")
-    return model
+    expected = np.array(golden.probabilities, dtype=np.float64)
+    if answers.shape != expected.shape or not np.array_equal(answers, expected):
+        wrong = _first_mismatch(answers, expected)
+        raise ModelRejected(
+            f"does not reproduce golden row {wrong}: {golden.rows[wrong]} gave "
+            f"{answers[wrong].tolist() if wrong < len(answers) else 'nothing'}, "
+            f"training's scikit-learn {golden.probabilities[wrong]}"
+        )
+    log.info("evaluator=%s golden_rows=%d", name, len(golden.rows))
+    return ServingModel(metadata, RequestSchema.of(metadata), name, predict_proba)
+
+
+def _first_mismatch(answers: NDArray[np.float64], expected: NDArray[np.float64]) -> int:
+    for index, row in enumerate(expected):
+        if index >= len(answers) or not np.array_equal(answers[index], row):
+            return index
+    return 0

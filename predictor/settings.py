@@ -15,7 +15,7 @@ from kserve import model_server
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.settings import parse_cli
+from training.store.cli import parse_cli
 
 MIB = 1024 * 1024
 
@@ -41,12 +41,6 @@ class PredictorSettings(BaseSettings):
     max_rows: int = Field(
         10_000, ge=1, description="More rows in one request get 400. Default 10000."
     )
-    min_feature_value: float = Field(
-        0.0, description="Smallest measurement accepted, in cm. Default 0."
-    )
-    max_feature_value: float = Field(
-        100.0, description="Largest measurement accepted, in cm. Default 100."
-    )
     drain_seconds: float = Field(
         3.0,
         ge=0,
@@ -56,9 +50,11 @@ class PredictorSettings(BaseSettings):
     )
     evaluator: Literal["grid", "sklearn"] = Field(
         "grid",
-        description="grid: compile the model into an exact lookup table over its split "
-        "thresholds (scikit-learn's answers, hundreds of times faster); sklearn: call "
-        "scikit-learn's predict_proba. Default grid.",
+        description="grid: serve the exact lookup table over the model's split "
+        "thresholds that training published (scikit-learn's answers, hundreds of "
+        "times faster, loaded with NumPy alone); sklearn: load the model file and call "
+        "scikit-learn's predict_proba, as a model without a grid always is. "
+        "Default grid.",
     )
     drift_window_rows: int = Field(
         1000,
@@ -86,7 +82,7 @@ def parse_settings(
     parser = argparse.ArgumentParser(
         prog="python -m predictor",
         parents=[model_server.parser],
-        description="Serve the published Iris model with KServe's ModelServer.",
+        description="Serve the published model with KServe's ModelServer.",
     )
     # This predictor's defaults for KServe flags: the model is "iris", gRPC is off
     # unless asked for, and no per-request latency log line.

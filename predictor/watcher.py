@@ -14,7 +14,7 @@ from predictor.metrics import MODEL_RELOADS
 from predictor.model import IrisModel
 from predictor.serving import Evaluator, ModelRejected, prepare
 from training.store import IntegrityError, ModelStore, StoreError
-from training.store.layout import MODEL_FILE, version_key
+from training.store.layout import GRID_FILE, version_key
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ModelWatcher:
         if tag is None or tag == self._seen_tag:
             return
         try:
-            published = self.store.load_current()
+            published = self.store.load_current(prefer_grid=self.evaluator == "grid")
         except IntegrityError as error:
             # This pointer names a broken version: wait for the next one.
             self._seen_tag = tag
@@ -59,7 +59,8 @@ class ModelWatcher:
             serving = prepare(published, self.evaluator)
         except ModelRejected as error:
             self._seen_tag = tag
-            model_key = version_key(published.metadata.version, MODEL_FILE)
+            loaded = GRID_FILE if published.grid else published.metadata.model_file
+            model_key = version_key(published.metadata.version, loaded)
             self._failed(f"{self.store.locate(model_key)}: rejected: {error}")
             return
         self._seen_tag = tag

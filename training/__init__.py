@@ -1,1 +1,1 @@
-"""Train, evaluate, gate and publish the Iris classifier (``python -m training``)."""
+"""Train, evaluate, gate and publish a classifier (``python -m training``)."""

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from training.data import IrisSplit
+from training.data import DataError, DataSplit
 from training.evaluation import held_out_accuracy
 from training.gate import ExitCode, judge
 from training.report import render_report
@@ -21,7 +21,7 @@ from training.train import train
 log = logging.getLogger("training")
 
 
-def current_accuracy(store: ModelStore, split: IrisSplit) -> float | None:
+def current_accuracy(store: ModelStore, split: DataSplit) -> float | None:
     """The published model's accuracy on this run's held-out rows, if it is usable."""
     try:
         current = store.load_current()
@@ -66,7 +66,11 @@ def run(settings: TrainingSettings) -> ExitCode:
             verdict.exit_code,
             verdict.reason,
         )
-    print(render_report(metrics, trained.card.class_names, verdict, location))
+    print(
+        render_report(
+            metrics, trained.card.class_names, verdict, location, trained.split.dataset
+        )
+    )
     return verdict.exit_code
 
 
@@ -79,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return run(settings)
+    except DataError as error:
+        log.error("bad training data, nothing published: %s", error)
+        return ExitCode.USAGE
     except StoreError as error:
         log.error("store error: %s", error)
         return ExitCode.STORE_ERROR

@@ -13,16 +13,16 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from training.data import IrisSplit
+from training.data import DataSplit
 from training.store.layout import Metrics
 
 
-def held_out_accuracy(estimator: Any, split: IrisSplit) -> float:
+def held_out_accuracy(estimator: Any, split: DataSplit) -> float:
     return float(accuracy_score(split.y_test, estimator.predict(split.x_test)))
 
 
 def fit_and_evaluate(
-    estimator: ClassifierMixin, split: IrisSplit, cv_folds: int, random_state: int
+    estimator: ClassifierMixin, split: DataSplit, cv_folds: int, random_state: int
 ) -> Metrics:
     """Cross-validate on the training part, fit on all of it, score the test part."""
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
@@ -34,7 +34,7 @@ def fit_and_evaluate(
     precision, recall, f1, _ = precision_recall_fscore_support(
         split.y_test, predicted, average="macro", zero_division=0
     )
-    labels = np.arange(len(np.unique(split.y_train)))
+    labels = np.arange(len(split.dataset.classes))
     return Metrics(
         accuracy=float(accuracy_score(split.y_test, predicted)),
         precision_macro=float(precision),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from training.data import Dataset
 from training.gate import Verdict
 from training.store.layout import Metrics
 
@@ -11,6 +12,7 @@ def render_report(
     class_names: list[str],
     verdict: Verdict,
     location: str,
+    dataset: Dataset,
 ) -> str:
     """A metrics table, the confusion matrix, the verdict and where the model went."""
     rows = [
@@ -24,7 +26,7 @@ def render_report(
     width = max(len(name) for name, _ in rows)
     lines = [
         "",
-        f"Iris classifier: {metrics.train_rows} training rows, "
+        f"Classifier of {dataset.source}: {metrics.train_rows} training rows, "
         f"{metrics.test_rows} held out",
         "",
         *(f"  {name:<{width}}  {value:.4f}" for name, value in rows),

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.store.cli import parse_cli
 
 
 class TrainingSettings(BaseSettings):
@@ -24,6 +26,26 @@ class TrainingSettings(BaseSettings):
         "./models",
         description="Where to publish: a directory (the PVC's /models) or "
         "s3://bucket/prefix (endpoint and keys from IRIS_S3_*). Default ./models.",
+    )
+    data: str = Field(
+        "",
+        description="A CSV file with a header row to train on, a path or "
+        "s3://bucket/key; empty for scikit-learn's Iris.",
+    )
+    target: str = Field(
+        "", description="With --data: the column that holds the classes."
+    )
+    max_data_rows: int = Field(
+        1_000_000, ge=1, description="Refuse a CSV with more data rows than this."
+    )
+    max_data_columns: int = Field(
+        1_000, ge=2, description="Refuse a CSV with more columns than this."
+    )
+    feature_margin: float = Field(
+        0.5,
+        ge=0,
+        description="The predictor accepts each feature from its training minimum "
+        "less this fraction of its training range to its maximum plus as much.",
     )
     algorithm: Literal["random_forest", "decision_tree"] = Field(
         "random_forest", description="Which classifier to train. Default random_forest."
@@ -76,39 +98,18 @@ class TrainingSettings(BaseSettings):
         "INFO", description="Log verbosity. Default INFO."
     )
 
-
-S = TypeVar("S", bound=BaseSettings)
-
-
-def parse_cli(
-    settings_class: type[S],
-    parser: argparse.ArgumentParser,
-    argv: Sequence[str] | None = None,
-) -> tuple[S, argparse.Namespace]:
-    """Add settings_class's fields to parser as flags, parse argv, build the settings.
-
-    A value wins from its flag, then its IRIS_* variable, then its default. An
-    invalid value exits with status 2 and a usage message, as argparse does.
-    """
-    cli: CliSettingsSource[argparse.Namespace] = CliSettingsSource(
-        settings_class, root_parser=parser
-    )
-    arguments = parser.parse_args(argv)
-    try:
-        settings = settings_class(_cli_settings_source=cli(parsed_args=arguments))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
-        )
-        parser.error(f"invalid setting: {problems}")
-    return settings, arguments
+    @model_validator(mode="after")
+    def _target_with_data(self) -> TrainingSettings:
+        if bool(self.data) != bool(self.target):
+            raise ValueError("--data and --target go together")
+        return self
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> TrainingSettings:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the Iris classifier, evaluate it, and publish it if it "
-        "passes the quality gate.",
+        description="Train a classifier (on Iris unless --data names a CSV), "
+        "evaluate it, and publish it if it passes the quality gate.",
     )
     settings, _ = parse_cli(TrainingSettings, parser, argv)
     return settings

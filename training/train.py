@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from training.data import CLASS_NAMES, FEATURE_NAMES, IrisSplit, load_split
+from training.data import DataSplit, load_dataset, split_dataset
 from training.estimator import build_estimator, hyperparameters
 from training.evaluation import fit_and_evaluate
 from training.settings import TrainingSettings
@@ -20,13 +20,22 @@ log = logging.getLogger(__name__)
 class TrainedModel:
     estimator: Any
     card: ModelCard
-    split: IrisSplit
+    split: DataSplit
 
 
 def train(settings: TrainingSettings) -> TrainedModel:
-    split = load_split(settings.test_fraction, settings.random_state)
+    dataset = load_dataset(
+        settings.data,
+        settings.target,
+        settings.max_data_rows,
+        settings.max_data_columns,
+    )
+    split = split_dataset(
+        dataset, settings.test_fraction, settings.random_state, settings.cv_folds
+    )
     log.info(
-        "loaded iris rows=%d train=%d test=%d dataset_sha256=%s",
+        "loaded source=%s rows=%d train=%d test=%d dataset_sha256=%s",
+        dataset.source,
         len(split.y_train) + len(split.y_test),
         len(split.y_train),
         len(split.y_test),
@@ -54,12 +63,15 @@ def train(settings: TrainingSettings) -> TrainedModel:
         algorithm=settings.algorithm,
         hyperparameters=parameters,
         metrics=metrics,
-        feature_names=FEATURE_NAMES,
-        class_names=CLASS_NAMES,
+        feature_names=dataset.features,
+        class_names=[str(name) for name in dataset.classes],
         feature_stats=split.feature_stats(),
-        class_priors=class_priors(split.y_train, len(CLASS_NAMES)),
+        class_priors=class_priors(split.y_train, len(dataset.classes)),
         random_state=settings.random_state,
         test_fraction=settings.test_fraction,
         dataset_sha256=split.dataset_sha256,
+        features=split.feature_schema(settings.feature_margin),
+        classes=dataset.classes,
+        golden=split.golden_rows(estimator.predict_proba(split.x_test)),
     )
     return TrainedModel(estimator=estimator, card=card, split=split)

@@ -14,7 +14,14 @@ from sklearn.ensemble import RandomForestClassifier
 
 from training.store import ModelStore
 from training.store.directory import DirectoryStore
-from training.store.layout import MODEL_FILE, POINTER_NAME, VERSIONS_DIR, version_key
+from training.store.grid import ThresholdGrid
+from training.store.layout import (
+    GRID_FILE,
+    MODEL_FILE,
+    POINTER_NAME,
+    VERSIONS_DIR,
+    version_key,
+)
 from training.train import TrainedModel
 
 
@@ -33,17 +40,25 @@ def forest(x: np.ndarray, y: np.ndarray) -> RandomForestClassifier:
 
 
 def publish_tampered(
-    store: ModelStore, trained: TrainedModel, tamper: Callable[[Path], object]
+    store: ModelStore,
+    trained: TrainedModel,
+    file: str,
+    tamper: Callable[[Path], object],
 ) -> str:
-    """Publish a version whose model file was damaged before the pointer named it.
+    """Publish a version whose file was damaged before the pointer named it.
 
     The version is published to a scratch store, damaged there, and then moved into
-    the real one the way a publish does it, so no reader can see it undamaged.
+    the real one the way a publish does it, so no reader can see it undamaged. A
+    damaged model file is published without a grid, so the predictor must read it.
     """
     assert isinstance(store, DirectoryStore)
     scratch = DirectoryStore(store.root.parent / f"scratch-{os.urandom(4).hex()}")
-    version = scratch.publish(trained.estimator, trained.card, 5).version
-    tamper(scratch.root / version_key(version, MODEL_FILE))
+    if file == MODEL_FILE:
+        model = skops.io.dumps(trained.estimator, compression=zipfile.ZIP_DEFLATED)
+        version = scratch.publish_file(model, trained.card, 5).version
+    else:
+        version = scratch.publish(trained.estimator, trained.card, 5).version
+    tamper(scratch.root / version_key(version, file))
     (store.root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
     os.rename(
         scratch.root / VERSIONS_DIR / version, store.root / VERSIONS_DIR / version
@@ -60,13 +75,30 @@ def publish_broken(
     whole = skops.io.dumps(trained.estimator, compression=zipfile.ZIP_DEFLATED)
     card = trained.card
     if kind == "missing":
-        version = publish_tampered(store, trained, Path.unlink)
+        version = publish_tampered(store, trained, MODEL_FILE, Path.unlink)
         return f"{version}/model.skops: missing"
     if kind == "truncated":
         version = publish_tampered(
-            store, trained, lambda path: path.write_bytes(whole[: len(whole) // 2])
+            store,
+            trained,
+            MODEL_FILE,
+            lambda path: path.write_bytes(whole[: len(whole) // 2]),
         )
         return f"{version}/model.skops: sha256 "
+    if kind == "grid missing":
+        version = publish_tampered(store, trained, GRID_FILE, Path.unlink)
+        return f"{version}/grid.npz: missing"
+    if kind == "grid truncated":
+        version = publish_tampered(
+            store,
+            trained,
+            GRID_FILE,
+            lambda path: path.write_bytes(path.read_bytes()[:1000]),
+        )
+        return f"{version}/grid.npz: sha256 "
+    if kind == "grid not a grid":
+        version = store.publish_file(whole, card, 5, b"not a grid").version
+        return f"{version}/grid.npz: not a threshold grid"
     if kind == "empty":
         version = store.publish_file(b"", card, 5).version
         return f"{version}/model.skops: not a readable skops file"
@@ -87,20 +119,26 @@ def publish_broken(
         return f"{version}/model.skops: rejected: holds a dict, expected a RandomForest"
     if kind == "three features":
         version = store.publish(forest(x[:, :3], y), card, 5).version
+        return f"{version}/grid.npz: rejected: its grid expects 3 features, expected 4"
+    if kind == "three features, no grid":
+        model = skops.io.dumps(forest(x[:, :3], y))
+        version = store.publish_file(model, card, 5).version
         return f"{version}/model.skops: rejected: expects 3 features, expected 4"
     if kind == "two classes":
         keep = y < 2
         version = store.publish(forest(x[keep], y[keep]), card, 5).version
-        return (
-            f"{version}/model.skops: rejected: predicts classes [0, 1], "
-            "expected [0, 1, 2]"
-        )
+        return f"{version}/grid.npz: rejected: its grid predicts 2 classes, expected 3"
     if kind == "wrong answers":
         version = store.publish(forest(x, (y + 1) % 3), card, 5).version
-        return (
-            f"{version}/model.skops: rejected: "
-            "predicts versicolor for a textbook setosa"
-        )
+        return f"{version}/grid.npz: rejected: does not reproduce golden row 0: "
+    if kind == "wrong answers, no grid":
+        model = skops.io.dumps(forest(x, (y + 1) % 3))
+        version = store.publish_file(model, card, 5).version
+        return f"{version}/model.skops: rejected: does not reproduce golden row 0: "
+    if kind == "grid of another model":
+        other = ThresholdGrid.compile(forest(x, (y + 1) % 3)).to_bytes()
+        version = store.publish_file(whole, card, 5, other).version
+        return f"{version}/grid.npz: rejected: does not reproduce golden row 0: "
     raise ValueError(kind)
 
 
@@ -113,6 +151,12 @@ BROKEN = [
     "untrusted type",
     "wrong object",
     "three features",
+    "three features, no grid",
     "two classes",
     "wrong answers",
+    "wrong answers, no grid",
+    "grid missing",
+    "grid truncated",
+    "grid not a grid",
+    "grid of another model",
 ]

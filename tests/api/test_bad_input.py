@@ -113,7 +113,7 @@ CASES = [
     case(
         "missing instances",
         400,
-        'missing "instances": send rows such as {"instances": [[6.8, 2.8, 4.8, 1.4]]}',
+        'missing "instances": send rows such as {"instances":[[4.4,3.0,1.3,0.2]]}',
         {"inputs": [GOOD_ROW]},
     ),
     case(
@@ -131,13 +131,14 @@ CASES = [
     case(
         "negative",
         400,
-        "instances[0][1] = -2.8 is outside the accepted range 0 to 100 cm",
+        "instances[0][1] = -2.8 is outside sepal_width's accepted range 0.8 to 5.6 cm",
         {"instances": [[6.8, -2.8, 4.8, 1.4]]},
     ),
     case(
         "too large",
         400,
-        "instances[0][2] = 1e+300 is outside the accepted range 0 to 100 cm",
+        "instances[0][2] = 1e+300 is outside petal_length's accepted range -1.8 to 9.8 "
+        "cm",
         {"instances": [[6.8, 2.8, 1e300, 1.4]]},
     ),
     case(
@@ -157,14 +158,14 @@ CASES = [
     case(
         "top-level array",
         400,
-        'the body must be a JSON object such as {"instances": [[6.8, 2.8, 4.8, 1.4]]}, '
+        'the body must be a JSON object such as {"instances":[[4.4,3.0,1.3,0.2]]}, '
         "got an array",
         [GOOD_ROW],
     ),
     case(
         "top-level null",
         400,
-        'the body must be a JSON object such as {"instances": [[6.8, 2.8, 4.8, 1.4]]}, '
+        'the body must be a JSON object such as {"instances":[[4.4,3.0,1.3,0.2]]}, '
         "got null",
         "null",
     ),
@@ -358,7 +359,8 @@ CASES = [
     case(
         "v2 out of range",
         400,
-        'input "x" row 0 column 3 = 1e+30 is outside the accepted range 0 to 100 cm',
+        'input "x" row 0 column 3 = 1e+30 is outside petal_width\'s accepted '
+        "range -1.1 to 3.7 cm",
         v2({"data": [6.8, 2.8, 4.8, 1e30]}),
         path=INFER,
     ),

@@ -58,13 +58,14 @@ def test_metrics_count_what_was_asked_and_answered(
         metric("iris_prediction_confidence_ratio_bucket", model_name="iris", le="+Inf")
         == 5
     )
-    # Petal lengths asked about: 1.4 (three setosas), 4.6 and 6.6.
+    # Petal lengths asked about: 1.4 (three setosas), 4.6 and 6.6; the buckets cut
+    # the training range, 1.1 to 6.9 cm, in eight.
     assert (
         metric(
             "iris_feature_value_centimeters_bucket",
             model_name="iris",
             feature="petal_length",
-            le="1.5",
+            le="1.825",
         )
         == 3
     )
@@ -73,7 +74,7 @@ def test_metrics_count_what_was_asked_and_answered(
             "iris_feature_value_centimeters_bucket",
             model_name="iris",
             feature="petal_length",
-            le="5",
+            le="4.725",
         )
         == 4
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ from numpy.typing import NDArray
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from predictor.grid import GridTooLarge, ThresholdGrid
-from predictor.serving import compile_evaluator
+from tests.api.models import WritesMarker
 from training.data import load_split
+from training.store.grid import GridTooLarge, GridUnavailable, ThresholdGrid
 
 SETTINGS = {
     "default forest": RandomForestClassifier(
@@ -78,7 +79,8 @@ def test_the_grid_matches_scikit_learn_bit_for_bit(name: str) -> None:
         ]
     )
 
-    grid = ThresholdGrid(estimator)
+    # As published and read back: the file is the evaluator.
+    grid = ThresholdGrid.from_bytes(ThresholdGrid.compile(estimator).to_bytes())
     expected = estimator.predict_proba(rows)
     actual = grid.predict_proba(rows)
 
@@ -99,26 +101,57 @@ def test_a_grid_over_its_cell_limit_is_refused() -> None:
     estimator = SETTINGS["default forest"].fit(split.x_train, split.y_train)
 
     with pytest.raises(GridTooLarge, match="cells is more than 100"):
-        ThresholdGrid(estimator, max_cells=100)
+        ThresholdGrid.compile(estimator, max_cells=100)
 
 
-def test_compilation_falls_back_to_scikit_learn_with_a_log_line(
-    caplog: pytest.LogCaptureFixture,
+def test_only_tree_models_compile() -> None:
+    with pytest.raises(GridUnavailable, match="a dict is not a tree model"):
+        ThresholdGrid.compile({"weights": [1, 2, 3]})
+
+
+def npz(**arrays: object) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+GOOD = {
+    "bounds": np.array([0.5, 1.5]),
+    "sizes": np.array([1, 1]),
+    "table": np.ones((4, 2)),
+}
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({**GOOD, "sizes": np.array([1, 2])}, "malformed bin edges"),
+        ({**GOOD, "sizes": np.array([1.0, 1.0])}, "malformed bin edges"),
+        ({**GOOD, "bounds": np.array([0.5, np.nan])}, "not finite and sorted"),
+        (
+            {**GOOD, "bounds": np.array([1.5, 0.5]), "sizes": np.array([2, 0])},
+            "not finite and sorted",
+        ),
+        ({**GOOD, "table": np.ones((5, 2))}, "table of shape (5, 2)"),
+        ({**GOOD, "table": np.ones(4)}, "table of shape (4,)"),
+        ({"bounds": GOOD["bounds"], "sizes": GOOD["sizes"]}, "table is not a file"),
+    ],
+)
+def test_a_malformed_grid_file_is_refused(
+    arrays: dict[str, object], problem: str
 ) -> None:
-    split = load_split(test_fraction=0.2, random_state=42)
-    estimator = SETTINGS["default forest"].fit(split.x_train, split.y_train)
-
-    with caplog.at_level(logging.WARNING):
-        name, predict_proba = compile_evaluator(estimator, "grid", max_cells=10)
-
-    assert name == "sklearn"
-    assert predict_proba == estimator.predict_proba
-    assert "evaluator=sklearn reason=threshold grid too large" in caplog.text
+    assert ThresholdGrid.from_bytes(npz(**GOOD)).cells == 4
+    with pytest.raises(ValueError, match="not a threshold grid") as refused:
+        ThresholdGrid.from_bytes(npz(**arrays))
+    assert problem in str(refused.value)
 
 
-def test_the_sklearn_setting_skips_compilation() -> None:
-    split = load_split(test_fraction=0.2, random_state=42)
-    estimator = SETTINGS["default tree"].fit(split.x_train, split.y_train)
+def test_a_grid_file_is_never_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hostile = np.array([WritesMarker(marker)], dtype=object)
 
-    assert compile_evaluator(estimator, "sklearn")[0] == "sklearn"
-    assert compile_evaluator(estimator, "grid")[0] == "grid"
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        ThresholdGrid.from_bytes(npz(**{**GOOD, "table": hostile}))
+    with pytest.raises(ValueError, match="not a threshold grid"):
+        ThresholdGrid.from_bytes(b"PK\x03\x04 not a zip")
+    assert not marker.exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import S3Server
-from training.data import CLASS_NAMES, load_split
+from training.data import IRIS_CLASSES, load_split
 from training.gate import ExitCode, judge
 from training.settings import TrainingSettings, parse_settings
 from training.store import open_store
@@ -50,7 +50,7 @@ def test_training_scores_the_held_out_rows(algorithm: str) -> None:
     assert sum(map(sum, card.metrics.confusion_matrix)) == 30
     assert 0.9 <= card.metrics.cv_accuracy_mean <= 1.0
     assert card.metrics.cv_folds == 5
-    assert card.class_names == CLASS_NAMES
+    assert card.class_names == IRIS_CLASSES
     assert set(card.feature_stats) == set(card.feature_names)
 
 

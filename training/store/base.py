@@ -13,19 +13,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version as installed_version
 from typing import Any
 
-import sklearn
 from pydantic import ValidationError
 
 from training.store.errors import IntegrityError, StoreError
+from training.store.grid import GridUnavailable, ThresholdGrid
 from training.store.layout import (
+    GRID_FILE,
     METADATA_FILE,
     MODEL_FILE,
     POINTER_NAME,
     ModelCard,
     ModelMetadata,
     Pointer,
+    ServingArtifact,
     new_version,
     sha256_hex,
     version_key,
@@ -44,10 +47,12 @@ class MissingFileError(IntegrityError):
 
 @dataclass(frozen=True)
 class PublishedModel:
-    """A verified, loaded model version."""
+    """A verified, loaded model version: its estimator, or its compiled grid."""
 
     metadata: ModelMetadata
+    # None when the serving grid was loaded instead (``load(prefer_grid=True)``).
     estimator: Any
+    grid: ThresholdGrid | None = None
 
 
 class ModelStore(ABC):
@@ -100,11 +105,24 @@ class ModelStore(ABC):
     def publish(
         self, estimator: Any, card: ModelCard, keep_versions: int
     ) -> ModelMetadata:
-        """Publish a new version and make it current; keep the newest keep_versions."""
-        return self.publish_file(dump_model(estimator), card, keep_versions)
+        """Publish a new version and make it current; keep the newest keep_versions.
+
+        The estimator is published as a model file and, when its grid is small
+        enough, compiled into the serving grid beside it.
+        """
+        try:
+            grid: bytes | None = ThresholdGrid.compile(estimator).to_bytes()
+        except GridUnavailable as error:
+            log.warning("no serving grid, scikit-learn will serve reason=%s", error)
+            grid = None
+        return self.publish_file(dump_model(estimator), card, keep_versions, grid)
 
     def publish_file(
-        self, model_bytes: bytes, card: ModelCard, keep_versions: int
+        self,
+        model_bytes: bytes,
+        card: ModelCard,
+        keep_versions: int,
+        grid_bytes: bytes | None = None,
     ) -> ModelMetadata:
         """Publish serialised model bytes; readers still verify what they load."""
         version = new_version()
@@ -112,14 +130,18 @@ class ModelStore(ABC):
             **card.model_dump(),
             version=version,
             created_at=datetime.now(UTC),
-            sklearn_version=sklearn.__version__,
+            sklearn_version=installed_version("scikit-learn"),
             python_version=platform.python_version(),
             model_sha256=sha256_hex(model_bytes),
+            serving_artifact=(
+                ServingArtifact(sha256=sha256_hex(grid_bytes)) if grid_bytes else None
+            ),
         )
         metadata_bytes = metadata.model_dump_json(indent=2).encode()
-        self.write_version(
-            version, {MODEL_FILE: model_bytes, METADATA_FILE: metadata_bytes}
-        )
+        files = {MODEL_FILE: model_bytes, METADATA_FILE: metadata_bytes}
+        if grid_bytes:
+            files[GRID_FILE] = grid_bytes
+        self.write_version(version, files)
         pointer = Pointer(version=version, metadata_sha256=sha256_hex(metadata_bytes))
         self.write_pointer(pointer.model_dump_json().encode())
         log.info("published version=%s uri=%s", version, self.uri)
@@ -135,8 +157,12 @@ class ModelStore(ABC):
                 self.delete_version(version)
                 log.info("pruned version=%s uri=%s", version, self.uri)
 
-    def load(self, pointer: Pointer) -> PublishedModel:
-        """Load the version a pointer names, verifying each file on the way."""
+    def load(self, pointer: Pointer, prefer_grid: bool = False) -> PublishedModel:
+        """Load the version a pointer names, verifying each file on the way.
+
+        With prefer_grid, a version that has a serving grid is loaded from it alone,
+        with NumPy: neither scikit-learn nor skops is imported.
+        """
         metadata_key = version_key(pointer.version, METADATA_FILE)
         metadata_bytes = self._read_verified(metadata_key, pointer.metadata_sha256)
         try:
@@ -151,12 +177,21 @@ class ModelStore(ABC):
                 f"{self.locate(metadata_key)}: describes version {metadata.version}, "
                 f"not {pointer.version}"
             )
+        artifact = metadata.serving_artifact
+        if prefer_grid and artifact is not None:
+            grid_key = version_key(pointer.version, artifact.file)
+            grid_bytes = self._read_verified(grid_key, artifact.sha256)
+            try:
+                grid = ThresholdGrid.from_bytes(grid_bytes)
+            except ValueError as error:
+                raise IntegrityError(f"{self.locate(grid_key)}: {error}") from error
+            return PublishedModel(metadata=metadata, estimator=None, grid=grid)
         model_key = version_key(pointer.version, metadata.model_file)
         model_bytes = self._read_verified(model_key, metadata.model_sha256)
         estimator = load_model(model_bytes, source=self.locate(model_key))
         return PublishedModel(metadata=metadata, estimator=estimator)
 
-    def load_current(self) -> PublishedModel | None:
+    def load_current(self, prefer_grid: bool = False) -> PublishedModel | None:
         """Load the current version, or return None when nothing is published.
 
         A version can be pruned between reading the pointer and reading its files;
@@ -167,7 +202,7 @@ class ModelStore(ABC):
             if pointer is None:
                 return None
             try:
-                return self.load(pointer)
+                return self.load(pointer, prefer_grid)
             except MissingFileError:
                 if self.read_pointer() == pointer:
                     raise

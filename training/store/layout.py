@@ -5,6 +5,10 @@ A store (a directory or an S3 prefix) holds::
     latest.json                      the pointer: {"version", "metadata_sha256"}
     versions/<version>/model.skops   the fitted estimator, in skops format
     versions/<version>/metadata.json ModelMetadata, including the model file's sha256
+    versions/<version>/grid.npz      the serving artifact (``grid``), when it fits
+
+The metadata holds the model's schema (its features, their units and accepted
+ranges, its classes) and golden rows, so a predictor needs nothing else to serve it.
 
 A version becomes visible only when the pointer names it, and the pointer is written
 last. Every read is verified along the chain pointer -> metadata -> model file.
@@ -24,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 POINTER_NAME: Final = "latest.json"
 VERSIONS_DIR: Final = "versions"
 MODEL_FILE: Final = "model.skops"
+GRID_FILE: Final = "grid.npz"
 METADATA_FILE: Final = "metadata.json"
 SCHEMA_VERSION: Final = 1
 
@@ -123,6 +128,40 @@ class FeatureStats(BaseModel):
         return self
 
 
+class FeatureSchema(BaseModel):
+    """One input column: its name in a request, its unit, the values accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    unit: str | None = None
+    # The accepted range: training's observed range widened by a margin.
+    min: float
+    max: float
+
+
+class GoldenRows(BaseModel):
+    """Held-out rows and the exact probabilities training's scikit-learn gave them.
+
+    A loaded model must reproduce them bit for bit before it serves.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: list[list[float]] = Field(min_length=1)
+    probabilities: list[list[float]] = Field(min_length=1)
+
+
+class ServingArtifact(BaseModel):
+    """The model compiled for serving with NumPy alone (``training.store.grid``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Literal["grid.npz"] = GRID_FILE
+    format: Literal["threshold-grid-npz"] = "threshold-grid-npz"
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
 class ModelCard(BaseModel):
     """What training knows about a model: how it was made and how well it does."""
 
@@ -142,6 +181,10 @@ class ModelCard(BaseModel):
     random_state: int
     test_fraction: float
     dataset_sha256: str
+    # The schema a request follows; class ids index ``classes``.
+    features: list[FeatureSchema] = Field(min_length=1)
+    classes: list[str] | list[int] = Field(min_length=2)
+    golden: GoldenRows
 
 
 class ModelMetadata(ModelCard):
@@ -159,3 +202,5 @@ class ModelMetadata(ModelCard):
     model_file: Literal["model.skops"] = MODEL_FILE
     model_format: Literal["skops"] = "skops"
     model_sha256: str = Field(pattern=SHA256_PATTERN)
+    # None when the grid would be too large: then only the model file can serve.
+    serving_artifact: ServingArtifact | None = None
