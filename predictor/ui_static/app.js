@@ -138,22 +138,24 @@ function buildInputs(schema) {
   form.replaceChildren();
   schema.features.forEach((feature, index) => {
     const id = `feature-${index}`;
+    // The slider moves in round steps, inside the range.
     const range = feature.max - feature.min;
-    const step = range > 0 ? 10 ** Math.floor(Math.log10(range / 20)) : "any";
+    const step = range > 0 ? 10 ** Math.floor(Math.log10(range / 20)) : 1;
+    const decimals = Math.max(0, -Math.floor(Math.log10(step)));
+    const low = Number((Math.ceil(feature.min / step) * step).toFixed(decimals));
+    const high = Number((Math.floor(feature.max / step) * step).toFixed(decimals));
     const unit = feature.unit ? ` ${feature.unit}` : "";
+    const span = `${rounded(feature.min, 6)} to ${rounded(feature.max, 6)}${unit}`;
     let note = `no range published`;
-    if (feature.accepted === true) {
-      note = `accepted ${feature.min} to ${feature.max}${unit}`;
-    } else if (feature.accepted === false) {
-      note = `seen in training ${feature.min} to ${feature.max}${unit}`;
-    }
+    if (feature.accepted === true) note = `accepted ${span}`;
+    else if (feature.accepted === false) note = `seen in training ${span}`;
     const label = el("label", { for: `${id}-number`, id: `${id}-label` });
     label.textContent = readableName(feature.name);
     const slider = el("input", {
       type: "range",
       id: `${id}-range`,
-      min: feature.min,
-      max: feature.max,
+      min: low,
+      max: high,
       step,
       "aria-labelledby": `${id}-label`,
       "aria-describedby": `${id}-note`,

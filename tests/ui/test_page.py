@@ -178,7 +178,9 @@ def test_moving_a_slider_with_the_keyboard_changes_the_prediction(
     )
     row = shown_inputs(tab)
     assert row == [6.5, 2.8, float(slider.input_value()), 1.5]
-    assert row[2] == served.metadata()["feature_stats"]["petal_length"]["max"]
+    accepted = served.metadata()["features"][2]
+    assert row[2] <= accepted["max"]
+    assert row[2] > accepted["max"] - 0.1
     status, body = served.server.predict([row])
     assert status == 200
     assert (
@@ -336,6 +338,10 @@ def test_the_inputs_follow_another_models_features_and_hide_the_presets(
         stats = metadata["feature_stats"]
         metadata["feature_names"] = names
         metadata["feature_stats"] = dict(zip(names, stats.values(), strict=True))
+        metadata["features"] = [
+            {**feature, "name": name}
+            for feature, name in zip(metadata["features"], names, strict=True)
+        ]
 
     # The predictor serves only models with the four Iris features today.
     tab = open_page(served.server, metadata=rename)
@@ -352,26 +358,43 @@ def test_the_inputs_follow_another_models_features_and_hide_the_presets(
 def test_the_inputs_read_the_schemas_units_and_accepted_ranges(
     served: Served, open_page: OpenPage
 ) -> None:
-    """The metadata as the predictor will publish it with the model's schema:
-    features with a name, unit and accepted range, and classes."""
-
-    def schema(metadata: dict[str, Any]) -> None:
-        metadata["features"] = [
-            {"name": name, "unit": "cm", "min": 0.5 + index, "max": 8.5 + index}
-            for index, name in enumerate(metadata["feature_names"])
-        ]
-        metadata["classes"] = metadata["class_names"]
-
-    tab = open_page(served.server, metadata=schema)
+    tab = open_page(served.server)
     tab.wait_for_status("ready")
 
-    petal_length = tab.page.get_by_role("spinbutton", name="petal length")
-    assert petal_length.get_attribute("min") == "2.5"
-    assert petal_length.get_attribute("max") == "10.5"
-    slider = tab.page.get_by_role("slider", name="petal length")
-    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("2.5", "10.5")
-    assert tab.page.locator("#feature-2-note").inner_text() == "accepted 2.5 to 10.5 cm"
+    for index, feature in enumerate(served.metadata()["features"]):
+        name = feature["name"].replace("_", " ")
+        number = tab.page.get_by_role("spinbutton", name=name)
+        assert float(str(number.get_attribute("min"))) == feature["min"]
+        assert float(str(number.get_attribute("max"))) == feature["max"]
+        slider = tab.page.get_by_role("slider", name=name)
+        low, high = (float(str(slider.get_attribute(end))) for end in ("min", "max"))
+        assert feature["min"] <= low < feature["min"] + 0.1
+        assert feature["max"] - 0.1 < high <= feature["max"]
+        assert tab.page.locator(f"#feature-{index}-note").inner_text() == (
+            f"accepted {feature['min']:g} to {feature['max']:g} {feature['unit']}"
+        )
     assert tab.page.locator("#features .unit").all_inner_texts() == ["cm"] * 4
+
+
+def test_the_page_reads_the_metadata_of_a_predictor_without_a_schema(
+    served: Served, open_page: OpenPage
+) -> None:
+    """Before the schema, the metadata had only feature_names, class_names and the
+    training statistics: the sliders span the training range, without a unit."""
+
+    def without_schema(metadata: dict[str, Any]) -> None:
+        del metadata["features"], metadata["classes"]
+
+    tab = open_page(served.server, metadata=without_schema)
+    tab.wait_for_status("ready")
+
+    stats = served.metadata()["feature_stats"]["petal_length"]
+    slider = tab.page.get_by_role("slider", name="petal length")
+    assert float(str(slider.get_attribute("min"))) == pytest.approx(stats["min"])
+    assert float(str(slider.get_attribute("max"))) == pytest.approx(stats["max"])
+    assert tab.page.locator("#feature-2-note").inner_text() == (
+        f"seen in training {stats['min']:g} to {stats['max']:g}"
+    )
     assert tab.page.locator("#presets").is_visible()
     tab.page.get_by_role("button", name="virginica").click()
     tab.wait_for_label("virginica")
