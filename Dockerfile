@@ -6,19 +6,19 @@
 #   docker run --rm -e IRIS_MODEL_URI=/models -v "$PWD/models:/models:ro" -p 8080:8080 iris:dev
 #
 # The dependencies and the project's code are separate layers of the final image,
-# so a code change rebuilds, pushes and loads kilobytes, not the whole venv.
-
-# The runtime dependencies, read from pyproject.toml. Their layer below is keyed
-# on this list only, so editing the test or lint settings does not reinstall them.
-FROM python:3.11-slim AS requirements
-COPY pyproject.toml /
-RUN python -c 'import tomllib; print(*tomllib.load(open("/pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' >/requirements.txt
+# so a code change rebuilds, pushes and loads kilobytes, not the whole venv. The
+# dependencies are requirements/runtime.txt's pins, hash-checked; a CycloneDX SBOM
+# of the image's Python environment is at /usr/share/sbom/iris.cdx.json. The release
+# workflow passes VERSION, REVISION and SOURCE for the OCI labels.
 
 FROM python:3.11-slim AS dependencies
 
-# binutils for strip; it stays in this stage.
+# binutils for strip, and on arm64 a C compiler for psutil: kserve requires psutil<6,
+# and psutil 5.9 has no arm64 wheel. Both stay in this stage.
+ARG TARGETARCH
 RUN apt-get update \
  && apt-get install --yes --no-install-recommends binutils \
+      $(if [ "$TARGETARCH" = arm64 ]; then echo gcc libc6-dev; fi) \
  && rm -rf /var/lib/apt/lists/*
 
 # A venv without pip: the base image's pip installs into it (--python).
@@ -28,8 +28,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv --without-pip /opt/venv
 WORKDIR /src
 
-# --only-binary: every dependency is a wheel, so nothing is compiled and no
-# compiler is needed. Then drop what never runs:
+# --require-hashes: exactly the locked files. --only-binary: every dependency is a
+# wheel (psutil on arm64 aside), so nothing is compiled. Then drop what never runs:
 # - setuptools, there only as grpcio-tools' requirement for generating code;
 # - the dependencies' test suites (and their data: joblib's are pickles);
 # - the debug symbols of extension modules (not of the vendored libraries in
@@ -38,9 +38,10 @@ WORKDIR /src
 # Bytecode is compiled once, with unchecked hashes: the root filesystem is
 # read-only at run time, so Python could not cache it, and a build that rewrites
 # file times must not make it stale.
-COPY --from=requirements /requirements.txt ./
-RUN pip --python /opt/venv/bin/python install --no-compile --only-binary=:all: \
-      --requirement requirements.txt \
+COPY requirements/runtime.txt ./
+RUN pip --python /opt/venv/bin/python install --no-compile --require-hashes \
+      --only-binary=:all: $(if [ "$TARGETARCH" = arm64 ]; then echo --no-binary=psutil; fi) \
+      --requirement runtime.txt \
  && pip --python /opt/venv/bin/python check \
  && pip --python /opt/venv/bin/python uninstall --yes setuptools \
  && find /opt/venv/lib/python3.11/site-packages -depth -type d \
@@ -51,15 +52,40 @@ RUN pip --python /opt/venv/bin/python install --no-compile --only-binary=:all: \
  && /opt/venv/bin/python -c 'import ctypes, sys; [ctypes.CDLL(line.strip()) for line in sys.stdin]' <stripped.txt \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
 
+# The project, built by the locked setuptools (reinstalled here: the stage above
+# removed it) rather than one fetched for an isolated build.
 FROM dependencies AS project
+RUN pip --python /opt/venv/bin/python install --no-compile --require-hashes \
+      --only-binary=:all: --requirement runtime.txt
 COPY pyproject.toml README.md ./
 COPY training ./training
 COPY predictor ./predictor
-RUN pip --python /opt/venv/bin/python install --no-compile --no-deps . \
+RUN pip --python /opt/venv/bin/python install --no-compile --no-deps \
+      --no-build-isolation . \
  && cd /opt/venv/lib/python3.11/site-packages \
  && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash training predictor \
  && mkdir /project \
  && cp -a training predictor iris-*.dist-info /project/
+
+# The SBOM generator, in a venv of its own: it never reaches the final image.
+FROM python:3.11-slim AS sbom-tool
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+COPY requirements/sbom.txt /
+RUN python -m venv --without-pip /opt/sbom-tool \
+ && pip --python /opt/sbom-tool/bin/python install --no-compile --require-hashes \
+      --only-binary=:all: --requirement /sbom.txt
+
+# The SBOM of the final image's Python environment, read from that environment laid
+# out as the final stage lays it out; reproducible: no timestamp, no random serial.
+FROM dependencies AS sbom
+COPY --from=project /project/ /opt/venv/lib/python3.11/site-packages/
+COPY --from=sbom-tool /opt/sbom-tool /opt/sbom-tool
+COPY pyproject.toml ./
+RUN /opt/sbom-tool/bin/cyclonedx-py environment --pyproject pyproject.toml \
+      --mc-type application --output-reproducible --output-format JSON \
+      --output-file /iris.cdx.json /opt/venv/bin/python
 
 FROM python:3.11-slim
 
@@ -70,6 +96,7 @@ RUN groupadd --gid 1000 iris \
 
 COPY --from=dependencies /opt/venv /opt/venv
 COPY --from=project /project/ /opt/venv/lib/python3.11/site-packages/
+COPY --from=sbom /iris.cdx.json /usr/share/sbom/iris.cdx.json
 
 # /tmp (an emptyDir) is the only writable path when the root filesystem is
 # read-only: HOME and the working directory point there. PYTHONSAFEPATH keeps
@@ -85,9 +112,14 @@ USER 1000:1000
 EXPOSE 8080
 CMD ["python", "-m", "predictor"]
 
+# Set by the release workflow (and tests/image/build.sh): the version the tag names,
+# the commit, and the repository's URL.
+ARG VERSION=unknown
 ARG REVISION=unknown
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="iris" \
       org.opencontainers.image.description="Train, publish and serve a scikit-learn Iris classifier on Kubernetes with KServe" \
-      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.version="$VERSION" \
       org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.source="$SOURCE" \
       org.opencontainers.image.licenses="Apache-2.0"

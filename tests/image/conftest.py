@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,6 +20,24 @@ HERE = Path(__file__).parent
 IMAGE = os.environ.get("IRIS_IMAGE", "localhost/iris:test")
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "docker.io/library/python:3.11-slim")
 BUILD_TIMEOUT_SECONDS = 840
+REPO = HERE.parents[1]
+
+
+def head_revision() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+# The OCI labels' build arguments, as the release workflow passes them.
+BUILD_ARGUMENTS = {
+    "VERSION": tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "version"
+    ],
+    "REVISION": head_revision(),
+    "SOURCE": "https://github.com/repository_owner/iris",
+}
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -56,7 +75,14 @@ def image(
     """The image of this checkout, built by build.sh, which reuses the base image and
     the layer cache. With -s (as `make test-image` runs) its output shows as it goes;
     otherwise it goes to a log, shown if the build fails."""
-    environment = {**podman.environment, "IRIS_IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE}
+    environment = {
+        **podman.environment,
+        "IRIS_IMAGE": IMAGE,
+        "BASE_IMAGE": BASE_IMAGE,
+        "BUILD_ARGUMENTS": " ".join(
+            f"--build-arg={name}={value}" for name, value in BUILD_ARGUMENTS.items()
+        ),
+    }
     if pytestconfig.getoption("capture") == "no":
         status = subprocess.run(
             [HERE / "build.sh"], env=environment, timeout=BUILD_TIMEOUT_SECONDS

@@ -62,6 +62,9 @@ if __name__ == "__main__":
                 "writes": {path: write(path) for path in WRITE_TARGETS},
                 "tools": [tool for tool in TOOLS if shutil.which(tool)],
                 "pip_in_venv": importlib.util.find_spec("pip") is not None,
+                # The SBOM generator runs in a build stage only.
+                "sbom_tool": importlib.util.find_spec("cyclonedx") is not None
+                or os.path.exists("/opt/sbom-tool"),
                 "model_files": model_files(),
             }
         )

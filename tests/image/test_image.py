@@ -14,17 +14,27 @@ import json
 import os
 import secrets
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.chart.pods import Pod, describe
 from tests.chart.render import Manifests, render
 from tests.conftest import free_port
-from tests.image.podman import Exited, Podman, RunningContainer, from_pod
+from tests.image.conftest import BUILD_ARGUMENTS, REPO
+from tests.image.podman import (
+    ContainerSpec,
+    Exited,
+    Podman,
+    RunningContainer,
+    from_pod,
+)
+from tests.release.locked import IMAGE_ENVIRONMENT, pinned
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
@@ -33,6 +43,8 @@ UID = 1000
 READY_TIMEOUT_SECONDS = 180
 # Run in a container with `python -c`; prints what the container allows, as JSON.
 INSIDE = (Path(__file__).parent / "inside.py").read_text()
+# Where the Dockerfile puts the SBOM (README, "The image").
+SBOM_PATH = "/usr/share/sbom/iris.cdx.json"
 
 
 @dataclass(frozen=True)
@@ -151,10 +163,41 @@ def test_image_configuration(podman: Podman, image: str) -> None:
     assert config["Cmd"] == ["python", "-m", "predictor"]
     assert "Entrypoint" not in config or not config["Entrypoint"]
     assert "8080/tcp" in config["ExposedPorts"]
-    assert config["Labels"]["org.opencontainers.image.title"] == "iris"
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.title"] == "iris"
+    assert labels["org.opencontainers.image.version"] == BUILD_ARGUMENTS["VERSION"]
+    assert labels["org.opencontainers.image.revision"] == BUILD_ARGUMENTS["REVISION"]
+    assert labels["org.opencontainers.image.source"] == BUILD_ARGUMENTS["SOURCE"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
     names = {entry.partition("=")[0] for entry in config["Env"]}
     assert {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "HOME"} <= names
     assert not [name for name in names if "KEY" in name or "SECRET" in name]
+
+
+def test_the_sbom_lists_every_installed_package_at_its_locked_version(
+    podman: Podman, image: str, run_id: str
+) -> None:
+    done = podman.run(
+        f"{run_id}-sbom", ContainerSpec(image=image, command=("cat", SBOM_PATH))
+    )
+    assert done.status == 0, done.stderr
+    sbom = json.loads(done.stdout)
+    assert (sbom["bomFormat"], sbom["specVersion"]) == ("CycloneDX", "1.6")
+    root = sbom["metadata"]["component"]
+    assert (root["name"], root["version"]) == ("iris", BUILD_ARGUMENTS["VERSION"])
+    listed: dict[str, str] = {
+        canonicalize_name(component["name"]): component["version"]
+        for component in sbom["components"]
+    }
+    listed.pop("iris", None)
+    locked = pinned("runtime.txt", IMAGE_ENVIRONMENT)
+    for name in ("kserve", "scikit-learn", "numpy"):
+        assert listed[name] == locked[name], name
+    # Everything locked is there, at its version, and nothing else: setuptools aside,
+    # which the Dockerfile removes.
+    del locked["setuptools"]
+    assert listed == locked
 
 
 def test_training_publishes_a_verified_version(published: Published) -> None:
@@ -225,6 +268,7 @@ def test_no_compiler_and_no_model_in_the_image(replicas: list[Replica]) -> None:
     answer = probe(replicas[0])
     assert answer["tools"] == []
     assert answer["pip_in_venv"] is False
+    assert answer["sbom_tool"] is False
     assert answer["model_files"] == []
 
 
