@@ -18,6 +18,10 @@ log = logging.getLogger("predictor")
 def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_settings(argv)
     configure_logging(settings)
+    if args.workers != 1:
+        # One process holds the model, the watcher, readiness and the metrics.
+        log.error("--workers must be 1, got %d: scale with replicas", args.workers)
+        return 2
     try:
         store = open_store(settings.model_uri)
     except StoreError as error:

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kserve.errors import ModelNotFound, ModelNotReady, ServerNotReady
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 
 from predictor.model import IrisModel
 
@@ -35,7 +36,11 @@ class ServerState:
     draining: bool = False
 
 
-def install_routes(app: FastAPI, model: IrisModel, state: ServerState) -> None:
+def install_routes(
+    app: FastAPI, model: IrisModel, state: ServerState
+) -> list[BaseRoute]:
+    """Add this predictor's routes; return them, to check they are matched first."""
+
     def require(name: str) -> IrisModel:
         if name != model.name:
             raise ModelNotFound(name)
@@ -82,6 +87,7 @@ def install_routes(app: FastAPI, model: IrisModel, state: ServerState) -> None:
     async def repository_refused(path: str) -> None:
         raise HTTPException(403, "the model repository API is disabled on this server")
 
+    first = len(app.router.routes)
     app.add_api_route("/v1/models/{model_name}", v1_model_ready, methods=["GET"])
     app.add_api_route(
         "/v1/models/{model_name}/metadata", v1_model_metadata, methods=["GET"]
@@ -100,6 +106,7 @@ def install_routes(app: FastAPI, model: IrisModel, state: ServerState) -> None:
     # Starlette types handlers as taking any Exception; each of these gets its own.
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, request_invalid)  # type: ignore[arg-type]
+    return app.router.routes[first:]
 
 
 async def http_error(_: Request, error: HTTPException) -> JSONResponse:

@@ -14,9 +14,8 @@ import contextlib
 import gc
 import logging
 import logging.config
-import signal
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from types import FrameType
 from typing import Any
 
@@ -26,9 +25,18 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.logging import KSERVE_LOG_CONFIG
 from kserve.model import BaseKServeModel
 from kserve.protocol.dataplane import DataPlane
-from timing_asgi import TimingMiddleware
+from starlette.routing import BaseRoute
 
 from predictor.guard import RequestGuard
+from predictor.internals import (
+    ConnectionLimits,
+    SignalHandler,
+    drop_request_timing,
+    replace_lifespan,
+    require_routes_first,
+    use_http_protocol,
+    wrap_sigterm,
+)
 from predictor.routes import ServerState, install_routes
 from predictor.settings import PredictorSettings
 from predictor.ui import mount_ui
@@ -37,7 +45,8 @@ from predictor.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 
-SignalHandler = Callable[[int, FrameType | None], Any]
+# Requests one connection may queue behind the one being answered (pipelining).
+MAX_PIPELINED = 16
 CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady)
 
 
@@ -59,11 +68,44 @@ class ClientErrorFilter(logging.Filter):
         return record.levelno >= logging.getLogger(record.name).getEffectiveLevel()
 
 
+# Control characters, and the line breaks Unicode adds, shown as escapes in logs.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, 0x85]} | {
+    code: f"\\u{code:04x}" for code in (0x2028, 0x2029)
+}
+
+
+def escape_control(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
+class EscapeControlCharacters(logging.Filter):
+    """No log line can be forged: paths, model names and header values come from
+    clients, and a newline in one would start a line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            # uvicorn's AccessFormatter reads the arguments one by one.
+            record.args = tuple(
+                escape_control(arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        elif isinstance(record.msg, str):
+            # A record whose arguments do not fit its message is logging's to report.
+            with contextlib.suppress(TypeError, ValueError):
+                record.msg, record.args = escape_control(record.getMessage()), None
+        return True
+
+
 def configure_logging(settings: PredictorSettings) -> None:
-    """KServe's log format for every logger, at our level; per-request lines only if
-    access_log is on."""
+    """KServe's log format for every logger, at our level, with client-controlled
+    text escaped; per-request lines only if access_log is on."""
     config: dict[str, Any] = {
         **KSERVE_LOG_CONFIG,
+        "filters": {"escape": {"()": EscapeControlCharacters}},
+        "handlers": {
+            name: {**handler, "filters": ["escape"]}
+            for name, handler in KSERVE_LOG_CONFIG["handlers"].items()
+        },
         "loggers": {
             **KSERVE_LOG_CONFIG["loggers"],
             "kserve": {
@@ -116,22 +158,6 @@ class StrictDataPlane(DataPlane):
             ) from error
 
 
-def _without_request_timing(app: FastAPI) -> None:
-    """Drop the TimingMiddleware that KServe adds to every app.
-
-    All it does is write two kserve.trace lines per request, which are off unless
-    access_log is on; yet it costs about a sixth of a small request's CPU (two
-    getrusage calls, a scan of the routes to name the request, two f-strings). The
-    middleware stack is built lazily, so it is rebuilt without it on the next request.
-    """
-    app.user_middleware = [
-        middleware
-        for middleware in app.user_middleware
-        if middleware.cls is not TimingMiddleware
-    ]
-    app.middleware_stack = None
-
-
 class IrisModelServer(ModelServer):
     def __init__(
         self, watcher: ModelWatcher, settings: PredictorSettings, **kwargs: Any
@@ -141,34 +167,51 @@ class IrisModelServer(ModelServer):
         self.watcher = watcher
         self.settings = settings
         self.state = ServerState()
+        self.own_routes: list[BaseRoute] = []
 
     def start(self, models: list[BaseKServeModel]) -> None:
         app: FastAPI = model_server.app
         model = self.watcher.model
-        install_routes(app, model, self.state)
+        self.own_routes = install_routes(app, model, self.state)
         if self.settings.ui:
             mount_ui(app)
         # Added first, so it sits inside the guard: the guard sees every request.
         app.add_middleware(V1Predict, model=model)
-        app.add_middleware(RequestGuard, max_body_bytes=self.settings.max_body_bytes)
-        app.router.lifespan_context = self._lifespan
+        app.add_middleware(
+            RequestGuard,
+            max_body_bytes=self.settings.max_body_bytes,
+            max_in_flight=self.settings.max_in_flight,
+            body_timeout_seconds=self.settings.body_timeout_seconds,
+        )
+        replace_lifespan(app, self._lifespan)
         for each in models:
             self.register_model(each)
         # Registered above whether ready or not; KServe's start would refuse to run
         # with no ready model, and readiness already says 503 until one is loaded.
         super().start([])
 
+    def setup_event_loop(self) -> None:
+        # KServe's start calls this after building its REST server, before serving.
+        use_http_protocol(
+            self._rest_server,
+            ConnectionLimits(
+                max_header_bytes=self.settings.max_header_bytes,
+                max_headers=self.settings.max_headers,
+                max_pipelined=MAX_PIPELINED,
+            ),
+        )
+        super().setup_event_loop()
+
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        require_routes_first(app, self.own_routes)
         if not self.settings.access_log:
-            _without_request_timing(app)
+            drop_request_timing(app)
         # Everything loaded so far lives as long as the server: spare the collector.
         gc.freeze()
-        watching = asyncio.create_task(self.watcher.run())
         # uvicorn has installed its SIGTERM handler by now; drain before calling it.
-        uvicorn_exit = signal.getsignal(signal.SIGTERM)
-        if callable(uvicorn_exit):
-            signal.signal(signal.SIGTERM, self._draining(uvicorn_exit))
+        wrap_sigterm(self._draining)
+        watching = asyncio.create_task(self.watcher.run())
         try:
             yield
         finally:

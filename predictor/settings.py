@@ -38,6 +38,28 @@ class PredictorSettings(BaseSettings):
     max_body_bytes: int = Field(
         MIB, ge=1024, description="Larger request bodies get 413. Default 1 MiB."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="A request whose headers (and request line) grow past this many "
+        "bytes gets 431 and the connection closed, before they are read whole.",
+    )
+    max_headers: int = Field(
+        100, ge=8, description="A request with more headers gets 431."
+    )
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Inference requests being answered at once; past this, an "
+        "inference request gets an immediate 503 with Retry-After, so the latency of "
+        "those accepted stays bounded.",
+    )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request body that has not fully arrived after this long gets "
+        "408 and the connection closed.",
+    )
     max_rows: int = Field(
         10_000, ge=1, description="More rows in one request get 400. Default 10000."
     )

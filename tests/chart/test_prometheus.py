@@ -368,9 +368,16 @@ def training_like(stack: Stack, count: int, seed: int) -> NDArray[np.float64]:
 
 
 def drifted(stack: Stack, count: int, seed: int) -> NDArray[np.float64]:
-    """Rows drawn from the training rows, each feature moved past its training max."""
-    shift = np.ptp(stack.training_rows, axis=0) + 0.5
-    return np.asarray(training_like(stack, count, seed) + shift, dtype=np.float64)
+    """Rows past every feature's training max, yet inside the schema's accepted range.
+
+    The accepted range widens the training range by half of it on each side (the
+    default feature margin), so 10% to 40% of the range past the max is accepted.
+    """
+    rng = np.random.default_rng(seed)
+    rows = stack.training_rows
+    spread = np.ptp(rows, axis=0)
+    offsets = rng.uniform(0.1, 0.4, size=(count, rows.shape[1])) * spread
+    return np.asarray(rows.max(axis=0) + offsets, dtype=np.float64)
 
 
 def test_the_documented_scrape_job_finds_the_annotated_predictor(stack: Stack) -> None:

@@ -1,0 +1,275 @@
+"""Every reach into KServe's, Starlette's and uvicorn's internals, in one place.
+
+Written against kserve 0.21.0, fastapi 0.165.0, starlette 1.10.0, uvicorn 0.54.0 and
+httptools 0.9.0. Each reach checks the assumption it makes when the server starts and
+raises ``BrokenAssumptionError`` naming it, so an upgrade that changes one fails at
+once, loudly, rather than quietly serving without a guarantee:
+
+- KServe's ``ModelServer.start`` builds its REST server (``_rest_server``, holding a
+  ``uvicorn.Config``) before calling ``setup_event_loop``: that is where the HTTP
+  protocol below is put in.
+- KServe adds ``TimingMiddleware`` to ``app.user_middleware``; it is dropped there.
+- Starlette's router runs ``router.lifespan_context``; it is replaced.
+- uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
+  is wrapped so that readiness drains first.
+- Starlette matches routes in registration order: this predictor's routes must sit
+  ahead of KServe's for the same paths.
+- uvicorn's ``HttpToolsProtocol`` keeps pipelined requests in ``self.pipeline`` and
+  reads through ``self.flow``; ``LimitedHttpToolsProtocol`` bounds both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from kserve.protocol.rest import server as kserve_rest
+from starlette.routing import BaseRoute, Match
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+WRITTEN_AGAINST = {
+    "kserve": "0.21.0",
+    "fastapi": "0.165.0",
+    "starlette": "1.10.0",
+    "uvicorn": "0.54.0",
+    "httptools": "0.9.0",
+}
+
+SignalHandler = Callable[[int, FrameType | None], Any]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class BrokenAssumptionError(RuntimeError):
+    """An upgrade of KServe, Starlette or uvicorn changed what this predictor uses."""
+
+    def __init__(self, assumption: str) -> None:
+        versions = ", ".join(f"{name} {v}" for name, v in WRITTEN_AGAINST.items())
+        super().__init__(
+            f"broken assumption: {assumption} (written against {versions})"
+        )
+
+
+def require(condition: bool, assumption: str) -> None:
+    if not condition:
+        raise BrokenAssumptionError(assumption)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one HTTP/1.1 connection may make the server hold."""
+
+    max_header_bytes: int
+    max_headers: int
+    max_pipelined: int
+
+
+def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
+    """Serve HTTP with ``LimitedHttpToolsProtocol`` instead of uvicorn's own."""
+    config = getattr(rest_server, "config", None)
+    if not isinstance(config, uvicorn.Config) or config.loaded:
+        raise BrokenAssumptionError(
+            "kserve's ModelServer.start builds _rest_server with an unloaded "
+            "uvicorn.Config before setup_event_loop"
+        )
+    require(
+        all(
+            hasattr(HttpToolsProtocol, name)
+            for name in ("data_received", "on_headers_complete", "on_response_complete")
+        ),
+        "uvicorn's HttpToolsProtocol has data_received, on_headers_complete and "
+        "on_response_complete",
+    )
+    config.http = type(
+        "LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits}
+    )
+
+
+def drop_request_timing(app: FastAPI) -> None:
+    """Drop the TimingMiddleware that KServe adds to every app.
+
+    All it does is write two kserve.trace lines per request; yet it costs about a
+    sixth of a small request's CPU. The middleware stack is built lazily, so it is
+    rebuilt without it on the next request.
+    """
+    timing = kserve_rest.TimingMiddleware
+    require(
+        any(middleware.cls is timing for middleware in app.user_middleware),
+        "kserve adds timing_asgi's TimingMiddleware to app.user_middleware",
+    )
+    app.user_middleware = [
+        middleware for middleware in app.user_middleware if middleware.cls is not timing
+    ]
+    app.middleware_stack = None
+
+
+def replace_lifespan(app: FastAPI, lifespan: Lifespan) -> None:
+    require(
+        hasattr(app.router, "lifespan_context"),
+        "starlette's Router runs router.lifespan_context",
+    )
+    app.router.lifespan_context = lifespan
+
+
+def wrap_sigterm(wrap: Callable[[SignalHandler], SignalHandler]) -> None:
+    """Put ``wrap(uvicorn's handler)`` in place of uvicorn's SIGTERM handler."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if (
+        not callable(handler)
+        or getattr(handler, "__func__", None) is not uvicorn.Server.handle_exit
+    ):
+        raise BrokenAssumptionError(
+            "uvicorn installs Server.handle_exit for SIGTERM before the lifespan starts"
+        )
+    signal.signal(signal.SIGTERM, wrap(handler))
+
+
+def require_routes_first(app: FastAPI, ours: Sequence[BaseRoute]) -> None:
+    """Each of our routes must win over any later route answering the same path."""
+    for route in ours:
+        path = getattr(route, "path", "")
+        for method in sorted(getattr(route, "methods", None) or {"GET"}):
+            scope = {
+                "type": "http",
+                "method": method,
+                "path": path.replace("{model_name}", "iris")
+                .replace("{model_version}", "1")
+                .replace("{rest:path}", "/infer")
+                .replace("{path:path}", "index"),
+            }
+            winner = next(
+                (
+                    each
+                    for each in app.router.routes
+                    if each.matches(scope)[0] is Match.FULL
+                ),
+                None,
+            )
+            require(
+                winner is route,
+                f"starlette matches routes in registration order: {method} {path} "
+                "is answered by this predictor's route, not KServe's",
+            )
+
+
+class _PipelineFlowControl(FlowControl):
+    """uvicorn's FlowControl, but reading stays paused while requests are queued.
+
+    uvicorn resumes reading after every response and on every body read, while a
+    pipelining client's queue only grows: https://github.com/Kludex/uvicorn/issues/2000
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: Any) -> None:
+        super().__init__(transport)
+        self._protocol = protocol
+
+    def resume_reading(self) -> None:
+        if self._protocol.pipeline or self._protocol.unparsed:
+            return
+        super().resume_reading()
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with limits on what one connection can queue.
+
+    - Headers: more than ``max_header_bytes`` before the end of a request's headers,
+      or more than ``max_headers`` of them, get 431 and the connection closed, as
+      soon as the limit is passed, not after httptools has buffered them whole.
+    - Pipelining: at most ``max_pipelined`` requests are queued; the rest of what was
+      read stays unparsed, and nothing more is read, until the queue drains.
+    """
+
+    FEED_BYTES = 8192
+    limits: ConnectionLimits
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unparsed = b""
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._headers_ended = False
+        self._refusal: str | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = _PipelineFlowControl(transport, self)
+
+    def data_received(self, data: bytes) -> None:
+        self.unparsed += data
+        self._feed()
+
+    def _feed(self) -> None:
+        while self.unparsed and not self.transport.is_closing():
+            if len(self.pipeline) >= self.limits.max_pipelined:
+                self.flow.pause_reading()
+                return
+            piece = self.unparsed[: self.FEED_BYTES]
+            self.unparsed = self.unparsed[self.FEED_BYTES :]
+            self._headers_ended = False
+            super().data_received(piece)
+            if self._in_headers and not self.transport.is_closing():
+                # Only pieces in which no headers ended count; bounded by one piece.
+                self._header_bytes = 0 if self._headers_ended else self._header_bytes
+                self._header_bytes += 0 if self._headers_ended else len(piece)
+                if self._header_bytes > self.limits.max_header_bytes:
+                    self._refuse_headers(
+                        "request headers are larger than the limit of "
+                        f"{self.limits.max_header_bytes} bytes"
+                    )
+                    return
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = (
+                f"request has more than the limit of {self.limits.max_headers} headers"
+            )
+            # httptools turns this into an HttpParserError: uvicorn's 400 path.
+            raise ValueError(self._refusal)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._headers_ended = True
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_headers = True
+        self._headers_ended = True
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.unparsed and not self.transport.is_closing():
+            self._feed()
+        self.flow.resume_reading()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is not None:
+            self._refuse_headers(self._refusal)
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_headers(self, message: str) -> None:
+        self.unparsed = b""
+        body = message.encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        self.transport.close()

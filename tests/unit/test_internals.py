@@ -1,0 +1,71 @@
+"""The start-up self-check: each reach into KServe, Starlette or uvicorn internals
+fails loudly, naming its assumption, when that assumption no longer holds."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from kserve.protocol.rest.server import TimingMiddleware
+
+from predictor.internals import (
+    BrokenAssumptionError,
+    ConnectionLimits,
+    drop_request_timing,
+    require_routes_first,
+    use_http_protocol,
+    wrap_sigterm,
+)
+
+LIMITS = ConnectionLimits(max_header_bytes=65536, max_headers=100, max_pipelined=16)
+
+
+async def answer() -> dict[str, bool]:
+    return {"ready": True}
+
+
+def test_an_app_without_kserves_timing_middleware_fails_the_check() -> None:
+    with pytest.raises(BrokenAssumptionError, match="TimingMiddleware") as raised:
+        drop_request_timing(FastAPI())
+    assert "kserve 0.21.0" in str(raised.value)
+
+
+def test_the_timing_middleware_is_dropped_when_kserve_added_it() -> None:
+    app = FastAPI()
+    app.add_middleware(TimingMiddleware, client=None)
+    drop_request_timing(app)
+    assert app.user_middleware == []
+
+
+def test_a_kserve_route_registered_first_fails_the_check() -> None:
+    app = FastAPI()
+    app.add_api_route("/v2/health/ready", answer, methods=["GET"])
+    app.add_api_route("/v2/health/ready", answer, methods=["GET"])
+    ours = app.router.routes[-1:]
+    with pytest.raises(BrokenAssumptionError, match="registration order"):
+        require_routes_first(app, ours)
+    require_routes_first(app, app.router.routes[-2:-1])
+
+
+def test_a_rest_server_without_an_unloaded_uvicorn_config_fails_the_check() -> None:
+    with pytest.raises(BrokenAssumptionError, match="_rest_server"):
+        use_http_protocol(object(), LIMITS)
+
+    class RestServer:
+        config = uvicorn.Config(FastAPI())
+
+    server = RestServer()
+    use_http_protocol(server, LIMITS)
+    assert isinstance(server.config.http, type)
+    assert server.config.http.limits == LIMITS  # type: ignore[attr-defined]
+
+
+def test_a_sigterm_handler_not_uvicorns_fails_the_check() -> None:
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(BrokenAssumptionError, match=r"Server\.handle_exit"):
+            wrap_sigterm(lambda handler: handler)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
