@@ -31,8 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     watcher = ModelWatcher(
         store, model, settings.reload_interval_seconds, settings.evaluator
     )
-    # Load what is published now, so a server with a model is ready from its start.
-    watcher.check()
+    # No load here: the watcher's first check runs beside the server, so the port
+    # opens and liveness answers at once even if the store hangs.
     server = IrisModelServer(
         watcher,
         settings,
@@ -47,11 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=args.timeout_keep_alive,
     )
     log.info(
-        "starting model=%s uri=%s port=%d ready=%s",
+        "starting model=%s uri=%s port=%d grpc_port=%s",
         model.name,
         store.uri,
         args.http_port,
-        model.ready,
+        args.grpc_port if args.enable_grpc else None,
     )
     server.start([model])
     return 0

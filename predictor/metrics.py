@@ -31,6 +31,20 @@ from training.store import ModelMetadata
 # A *_created series beside every counter doubles what each scrape reads and stores.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+)
 # Up to this many rows, a batch is counted in plain Python.
 _FEW_ROWS = 8
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -67,7 +81,19 @@ HTTP_DURATION = Histogram(
     "iris_http_request_duration_seconds",
     "Time from request to the end of the response, by route.",
     ["route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    buckets=LATENCY_BUCKETS,
+)
+
+GRPC_REQUESTS = Counter(
+    "iris_grpc_requests",
+    "gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "iris_grpc_request_duration_seconds",
+    "Time from call to answer, by gRPC method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

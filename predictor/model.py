@@ -66,8 +66,14 @@ class IrisModel(Model):
             }
         )
         MODEL_TRAINED.labels(self.name).set(metadata.created_at.timestamp())
-        for feature, stats in metadata.feature_stats.items():
-            MODEL_FEATURE_MEAN.labels(self.name, feature).set(stats.mean)
+        # Only the model's own features, and none of the previous version's left over.
+        for feature in metadata.feature_names:
+            MODEL_FEATURE_MEAN.labels(self.name, feature).set(
+                metadata.feature_stats[feature].mean
+            )
+        stale = set(previous.metadata.feature_names) if previous else set()
+        for feature in stale - set(metadata.feature_names):
+            MODEL_FEATURE_MEAN.remove(self.name, feature)
         self.stats.follow(metadata)
         self.drift.use(DriftReference.of(metadata))
         MODEL_READY.labels(self.name).set(1)

@@ -27,6 +27,7 @@ from kserve.model import BaseKServeModel
 from kserve.protocol.dataplane import DataPlane
 from starlette.routing import BaseRoute
 
+from predictor.grpc_v2 import GRPCServer
 from predictor.guard import RequestGuard
 from predictor.internals import (
     ConnectionLimits,
@@ -162,12 +163,27 @@ class IrisModelServer(ModelServer):
     def __init__(
         self, watcher: ModelWatcher, settings: PredictorSettings, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
+        # gRPC is ours (predictor/grpc_v2.py), run by the lifespan; never KServe's.
+        enable_grpc = kwargs.pop("enable_grpc", False)
+        super().__init__(enable_grpc=False, **kwargs)
         self.dataplane = StrictDataPlane(model_registry=self.registered_models)
         self.watcher = watcher
         self.settings = settings
         self.state = ServerState()
         self.own_routes: list[BaseRoute] = []
+        model = watcher.model
+        self.grpc = (
+            GRPCServer(
+                self.grpc_port,
+                self.dataplane,
+                model,
+                lambda: model.ready and not self.state.draining,
+                max_message_bytes=settings.max_body_bytes,
+                max_threads=self.max_threads,
+            )
+            if enable_grpc
+            else None
+        )
 
     def start(self, models: list[BaseKServeModel]) -> None:
         app: FastAPI = model_server.app
@@ -209,12 +225,16 @@ class IrisModelServer(ModelServer):
             drop_request_timing(app)
         # Everything loaded so far lives as long as the server: spare the collector.
         gc.freeze()
+        if self.grpc is not None:
+            await self.grpc.start()
         # uvicorn has installed its SIGTERM handler by now; drain before calling it.
         wrap_sigterm(self._draining)
         watching = asyncio.create_task(self.watcher.run())
         try:
             yield
         finally:
+            if self.grpc is not None:
+                await self.grpc.stop(self.grace_period)
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching

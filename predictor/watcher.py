@@ -3,6 +3,11 @@
 The pointer is polled cheaply (a stat or an ETag); only when it changes is the new
 version loaded, verified and prepared, in a worker thread, and then swapped in. A
 version that fails is logged and counted, and the model already serving stays.
+
+Whatever goes wrong with the store (unreachable, permissions, a symlink loop, the
+served version or the whole store deleted) is one log line and one count of
+``iris_model_reloads_total{result="failure"}`` per poll, and the next poll tries
+again: the watcher itself never stops.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ from predictor.metrics import MODEL_RELOADS
 from predictor.model import IrisModel
 from predictor.serving import Evaluator, ModelRejected, prepare
 from training.store import IntegrityError, ModelStore, StoreError
-from training.store.layout import GRID_FILE, version_key
+from training.store.layout import (
+    GRID_FILE,
+    METADATA_FILE,
+    POINTER_NAME,
+    version_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +44,33 @@ class ModelWatcher:
         self._seen_tag: str | None = None
 
     def check(self) -> None:
-        """Load the current version if the pointer changed since the last check."""
+        """Load the current version if the pointer changed since the last check.
+
+        Never raises: every failure is logged and counted, and retried at the next
+        check unless the pointer names a version known to be broken.
+        """
         try:
-            tag = self.store.pointer_tag()
+            self._check()
         except StoreError as error:
-            log.warning("store unreachable uri=%s error=%s", self.store.uri, error)
+            self._failed(str(error))
+        # Any error at all, or hot reload would end with the task that ran it.
+        except Exception as error:  # noqa: BLE001
+            self._failed(f"{self.store.uri}: {type(error).__name__}: {error}")
+
+    def _check(self) -> None:
+        tag = self.store.pointer_tag()
+        if tag is None:
+            if self._seen_tag is not None or self.model.serving is not None:
+                self._failed(f"{self.store.locate(POINTER_NAME)}: missing")
             return
-        if tag is None or tag == self._seen_tag:
+        if tag == self._seen_tag:
+            self._check_served_version()
             return
         try:
             published = self.store.load_current(prefer_grid=self.evaluator == "grid")
         except IntegrityError as error:
             # This pointer names a broken version: wait for the next one.
             self._seen_tag = tag
-            self._failed(str(error))
-            return
-        except StoreError as error:
-            # Possibly transient (network, permissions): try again at the next poll.
             self._failed(str(error))
             return
         if published is None:
@@ -68,6 +88,15 @@ class ModelWatcher:
             return
         self.model.serve(serving)
         MODEL_RELOADS.labels(self.model.name, "success").inc()
+
+    def _check_served_version(self) -> None:
+        """The pointer is unchanged: the version it names must still be stored."""
+        serving = self.model.serving
+        if serving is None:
+            return
+        key = version_key(serving.version, METADATA_FILE)
+        if not self.store.exists(key):
+            self._failed(f"{self.store.locate(key)}: missing")
 
     def _failed(self, reason: str) -> None:
         MODEL_RELOADS.labels(self.model.name, "failure").inc()

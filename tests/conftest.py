@@ -57,20 +57,14 @@ class S3Server:
         }
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """A real S3 server on 127.0.0.1: nanio, which verifies SigV4 signatures."""
-    port = free_port()
-    server = S3Server(
-        endpoint=f"http://127.0.0.1:{port}",
-        access_key_id="iris-test",
-        secret_access_key=secrets.token_urlsafe(24),
-    )
+def start_nanio(server: S3Server, data_dir: Path) -> subprocess.Popen[bytes]:
+    """Start nanio for server's endpoint and keys, serving data_dir; it listens."""
     environment = {
         **os.environ,
         "NANIO_ACCESS_KEY": server.access_key_id,
         "NANIO_SECRET_KEY": server.secret_access_key,
     }
+    port = int(server.endpoint.rpartition(":")[2])
     process = subprocess.Popen(
         [
             sys.executable,
@@ -82,7 +76,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             "--port",
             str(port),
             "--data-dir",
-            str(tmp_path_factory.mktemp("nanio")),
+            str(data_dir),
             "--log-level",
             "warning",
             "--no-access-log",
@@ -91,6 +85,27 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     )
     try:
         wait_for_port(port, process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+def new_s3_server() -> S3Server:
+    return S3Server(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        access_key_id="iris-test",
+        secret_access_key=secrets.token_urlsafe(24),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server on 127.0.0.1: nanio, which verifies SigV4 signatures."""
+    server = new_s3_server()
+    process = start_nanio(server, tmp_path_factory.mktemp("nanio"))
+    try:
         yield server
     finally:
         process.terminate()

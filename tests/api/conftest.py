@@ -95,6 +95,22 @@ class PredictorProcess:
         return self.process.returncode
 
 
+def wait_for_failures(
+    server: PredictorProcess, count: int, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            server.metric(
+                "iris_model_reloads_total", model_name="iris", result="failure"
+            )
+            >= count
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} failed loads; log:\n{server.log()}")
+
+
 def _labels(series: str) -> str:
     if "{" not in series:
         return ""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import JSON, PredictorProcess
+from tests.api.conftest import JSON, PredictorProcess, wait_for_failures
 from tests.api.models import BROKEN, publish_broken
 from training.store import open_store
 from training.train import TrainedModel
@@ -15,22 +14,6 @@ NOT_LOADED = {
     "error": "Model with name iris is not ready. No model has been loaded yet."
 }
 FAST_RELOAD = ("--reload_interval_seconds", "0.1")
-
-
-def wait_for_failures(
-    server: PredictorProcess, count: int, timeout: float = 30
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (
-            server.metric(
-                "iris_model_reloads_total", model_name="iris", result="failure"
-            )
-            >= count
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} failed loads; log:\n{server.log()}")
 
 
 def failure_lines(server: PredictorProcess) -> list[str]:
@@ -100,6 +83,7 @@ def test_a_broken_model_at_start_up_is_named_in_one_log_line(
     )
 
     server = start_predictor("--model_uri", str(root))
+    wait_for_failures(server, 1)
 
     assert server.request("GET", "/v1/models/iris") == (503, NOT_LOADED)
     (line,) = failure_lines(server)

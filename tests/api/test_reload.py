@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import JSON, PredictorProcess, send
+from tests.api.conftest import JSON, PredictorProcess, send, wait_for_failures
 from tests.conftest import S3Server
 from training.settings import TrainingSettings
 from training.store import ModelStore, open_store
@@ -160,9 +160,40 @@ def test_a_wrong_secret_leaves_the_predictor_alive_not_ready_and_says_why(
     open_store(bucket_uri).publish(default_model.estimator, default_model.card, 5)
     environment = {**s3_server.environment(), "IRIS_S3_SECRET_ACCESS_KEY": "wrong"}
 
-    server = start_predictor("--model_uri", bucket_uri, env=environment)
+    server = start_predictor(
+        "--model_uri", bucket_uri, "--reload_interval_seconds", "0.1", env=environment
+    )
+    # Counted at every poll, so the reload-failure alert fires.
+    wait_for_failures(server, 2)
 
     assert server.request("GET", "/")[0] == 200
     assert server.request("GET", "/v1/models/iris")[0] == 503
     # The watcher's cheap check is a HEAD request, whose 403 carries no error body.
     assert "refused the request: AccessDenied" in server.log()
+
+
+def test_a_store_fault_is_counted_and_hot_reload_survives_it(
+    start_predictor: Any, tmp_path: Path, default_model: TrainedModel
+) -> None:
+    root = tmp_path / "models"
+    store = open_store(str(root))
+    first = store.publish(default_model.estimator, default_model.card, 5)
+    server = start_predictor(
+        "--model_uri", str(root), "--reload_interval_seconds", "0.1"
+    )
+    server.wait_until("/v1/models/iris", 200)
+    pointer = root / "latest.json"
+    saved = pointer.read_bytes()
+    pointer.unlink()
+    pointer.symlink_to(pointer)
+
+    wait_for_failures(server, 3)
+
+    assert served_version(server) == first.version
+    lines = [line for line in server.log().splitlines() if "model load failed" in line]
+    assert f"still serving version={first.version}" in lines[-1]
+    assert "Too many levels of symbolic links" in lines[-1]
+    pointer.unlink()
+    pointer.write_bytes(saved)
+    second = store.publish(default_model.estimator, default_model.card, 5)
+    wait_for_version(server, second.version)

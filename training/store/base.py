@@ -22,6 +22,9 @@ from training.store.errors import IntegrityError, StoreError
 from training.store.grid import GridUnavailable, ThresholdGrid
 from training.store.layout import (
     GRID_FILE,
+    MAX_METADATA_BYTES,
+    MAX_MODEL_BYTES,
+    MAX_POINTER_BYTES,
     METADATA_FILE,
     MODEL_FILE,
     POINTER_NAME,
@@ -66,8 +69,16 @@ class ModelStore(ABC):
         return f"{self.uri}/{key}"
 
     @abstractmethod
-    def read(self, key: str) -> bytes | None:
-        """The bytes stored at key, or None when there is no such file."""
+    def read(self, key: str, max_bytes: int = MAX_METADATA_BYTES) -> bytes | None:
+        """The bytes stored at key, or None when there is no such file.
+
+        A file larger than max_bytes raises FileTooLargeError without being read
+        whole.
+        """
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether a file is stored at key."""
 
     @abstractmethod
     def write_version(self, version: str, files: Mapping[str, bytes]) -> None:
@@ -91,7 +102,7 @@ class ModelStore(ABC):
 
     def read_pointer(self) -> Pointer | None:
         """The current pointer, or None when nothing has been published yet."""
-        data = self.read(POINTER_NAME)
+        data = self.read(POINTER_NAME, MAX_POINTER_BYTES)
         if data is None:
             return None
         try:
@@ -164,7 +175,9 @@ class ModelStore(ABC):
         with NumPy: neither scikit-learn nor skops is imported.
         """
         metadata_key = version_key(pointer.version, METADATA_FILE)
-        metadata_bytes = self._read_verified(metadata_key, pointer.metadata_sha256)
+        metadata_bytes = self._read_verified(
+            metadata_key, pointer.metadata_sha256, MAX_METADATA_BYTES
+        )
         try:
             metadata = ModelMetadata.model_validate_json(metadata_bytes)
         except ValidationError as error:
@@ -180,14 +193,16 @@ class ModelStore(ABC):
         artifact = metadata.serving_artifact
         if prefer_grid and artifact is not None:
             grid_key = version_key(pointer.version, artifact.file)
-            grid_bytes = self._read_verified(grid_key, artifact.sha256)
+            grid_bytes = self._read_verified(grid_key, artifact.sha256, MAX_MODEL_BYTES)
             try:
                 grid = ThresholdGrid.from_bytes(grid_bytes)
             except ValueError as error:
                 raise IntegrityError(f"{self.locate(grid_key)}: {error}") from error
             return PublishedModel(metadata=metadata, estimator=None, grid=grid)
         model_key = version_key(pointer.version, metadata.model_file)
-        model_bytes = self._read_verified(model_key, metadata.model_sha256)
+        model_bytes = self._read_verified(
+            model_key, metadata.model_sha256, MAX_MODEL_BYTES
+        )
         estimator = load_model(model_bytes, source=self.locate(model_key))
         return PublishedModel(metadata=metadata, estimator=estimator)
 
@@ -208,8 +223,8 @@ class ModelStore(ABC):
                     raise
         raise StoreError(f"{self.uri}: the pointer kept moving while loading")
 
-    def _read_verified(self, key: str, expected_sha256: str) -> bytes:
-        data = self.read(key)
+    def _read_verified(self, key: str, expected_sha256: str, max_bytes: int) -> bytes:
+        data = self.read(key, max_bytes)
         if data is None:
             raise MissingFileError(f"{self.locate(key)}: missing")
         actual = sha256_hex(data)
@@ -222,6 +237,12 @@ class ModelStore(ABC):
 
 
 def _first_error(error: ValidationError) -> str:
+    """The first problem in one short line: names in it come from the file."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "document"
+    where = ".".join(_printable(str(part)) for part in first["loc"]) or "document"
     return f"{where}: {first['msg']}"
+
+
+def _printable(text: str, limit: int = 60) -> str:
+    shown = text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else f"{shown[:limit]}..."

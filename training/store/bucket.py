@@ -21,8 +21,17 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.store.base import ModelStore
-from training.store.errors import StoreError, StoreUnavailableError
-from training.store.layout import POINTER_NAME, VERSIONS_DIR, is_version
+from training.store.errors import (
+    FileTooLargeError,
+    StoreError,
+    StoreUnavailableError,
+)
+from training.store.layout import (
+    MAX_METADATA_BYTES,
+    POINTER_NAME,
+    VERSIONS_DIR,
+    is_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +103,7 @@ class BucketStore(ModelStore):
                 f"{what}: cannot reach {self.endpoint}: {error}"
             ) from error
 
-    def read(self, key: str) -> bytes | None:
+    def read(self, key: str, max_bytes: int = MAX_METADATA_BYTES) -> bytes | None:
         with self._requests(self.locate(key)):
             try:
                 response = self.client.get_object(self.bucket, self._object(key))
@@ -103,10 +112,27 @@ class BucketStore(ModelStore):
                     return None
                 raise
             try:
-                return response.read()
+                length = response.headers.get("content-length", "")
+                if length.isdigit() and int(length) > max_bytes:
+                    raise FileTooLargeError(self.locate(key), max_bytes)
+                # The body is streamed: read no more than one byte past the limit.
+                data: bytes = response.read(max_bytes + 1)
             finally:
                 response.close()
                 response.release_conn()
+        if len(data) > max_bytes:
+            raise FileTooLargeError(self.locate(key), max_bytes)
+        return data
+
+    def exists(self, key: str) -> bool:
+        with self._requests(self.locate(key)):
+            try:
+                self.client.stat_object(self.bucket, self._object(key))
+            except S3Error as error:
+                if error.code in _ABSENT:
+                    return False
+                raise
+        return True
 
     def write_version(self, version: str, files: Mapping[str, bytes]) -> None:
         with self._requests(self.uri):

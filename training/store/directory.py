@@ -11,12 +11,18 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
 from training.store.base import ModelStore
-from training.store.errors import StoreError
-from training.store.layout import POINTER_NAME, VERSIONS_DIR, is_version
+from training.store.errors import FileTooLargeError, IntegrityError, StoreError
+from training.store.layout import (
+    MAX_METADATA_BYTES,
+    POINTER_NAME,
+    VERSIONS_DIR,
+    is_version,
+)
 
 STAGING_DIR = ".staging"
 
@@ -26,13 +32,36 @@ class DirectoryStore(ModelStore):
         super().__init__(str(root))
         self.root = root
 
-    def read(self, key: str) -> bytes | None:
+    def read(self, key: str, max_bytes: int = MAX_METADATA_BYTES) -> bytes | None:
         try:
-            return (self.root / key).read_bytes()
+            # O_NONBLOCK: a FIFO planted in the store must not block the reader.
+            descriptor = os.open(self.root / key, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as error:
             raise StoreError(f"{self.locate(key)}: cannot read: {error}") from error
+        with open(descriptor, "rb") as file:
+            try:
+                status = os.fstat(descriptor)
+                if not stat.S_ISREG(status.st_mode):
+                    raise IntegrityError(f"{self.locate(key)}: not a regular file")
+                if status.st_size > max_bytes:
+                    raise FileTooLargeError(self.locate(key), max_bytes)
+                data = file.read(max_bytes + 1)
+            except OSError as error:
+                raise StoreError(f"{self.locate(key)}: cannot read: {error}") from error
+        if len(data) > max_bytes:
+            raise FileTooLargeError(self.locate(key), max_bytes)
+        return data
+
+    def exists(self, key: str) -> bool:
+        try:
+            os.stat(self.root / key)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise StoreError(f"{self.locate(key)}: cannot read: {error}") from error
+        return True
 
     def write_version(self, version: str, files: Mapping[str, bytes]) -> None:
         staging = self.root / STAGING_DIR / version
@@ -77,6 +106,10 @@ class DirectoryStore(ModelStore):
             status = os.stat(self.root / POINTER_NAME)
         except FileNotFoundError:
             return None
+        except OSError as error:
+            raise StoreError(
+                f"{self.locate(POINTER_NAME)}: cannot read: {error}"
+            ) from error
         # os.replace gives the pointer a new inode, so the tag changes on every publish.
         return f"{status.st_ino}:{status.st_mtime_ns}:{status.st_size}"
 

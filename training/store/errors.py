@@ -11,3 +11,10 @@ class StoreUnavailableError(StoreError):
 
 class IntegrityError(StoreError):
     """A published file is missing, torn, tampered with or unsafe to load."""
+
+
+class FileTooLargeError(IntegrityError):
+    """A stored file is larger than a reader will read."""
+
+    def __init__(self, where: str, max_bytes: int) -> None:
+        super().__init__(f"{where}: larger than the limit of {max_bytes} bytes")

@@ -21,7 +21,7 @@ import itertools
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +36,29 @@ SCHEMA_VERSION: Final = 1
 # sort by time and no version can be a prefix of another.
 VERSION_PATTERN = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{6}$")
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+MIB: Final = 1024 * 1024
+# The most a reader reads of each file, whatever the store says its size is: a
+# hostile or broken store cannot make a reader hold more than this in memory.
+MAX_POINTER_BYTES: Final = 64 * 1024
+MAX_METADATA_BYTES: Final = 1 * MIB
+MAX_MODEL_BYTES: Final = 256 * MIB
+
+# Bounds on what metadata may hold: it reaches logs, /metrics labels and JSON
+# responses, where a 10 MB string or a 100-digit integer does harm.
+MAX_NAME_CHARS: Final = 100
+MAX_ITEMS: Final = 1000
+MAX_COUNT: Final = 2**53
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
+Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+HyperparameterValue = (
+    Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
+    | Finite
+    | Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+    | None
+)
 
 
 def new_version(now: datetime | None = None) -> str:
@@ -71,16 +94,16 @@ class Metrics(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    accuracy: float
-    precision_macro: float
-    recall_macro: float
-    f1_macro: float
-    confusion_matrix: list[list[int]]
-    cv_accuracy_mean: float
-    cv_accuracy_std: float
-    cv_folds: int
-    train_rows: int
-    test_rows: int
+    accuracy: Ratio
+    precision_macro: Ratio
+    recall_macro: Ratio
+    f1_macro: Ratio
+    confusion_matrix: list[list[Count]] = Field(max_length=MAX_ITEMS)
+    cv_accuracy_mean: Ratio
+    cv_accuracy_std: Ratio
+    cv_folds: Count
+    train_rows: Count
+    test_rows: Count
 
 
 class FeatureStats(BaseModel):
@@ -88,10 +111,10 @@ class FeatureStats(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min: float
-    max: float
-    mean: float
-    std: float
+    min: Finite
+    max: Finite
+    mean: Finite
+    std: Finite
     # The drift reference (training/store/reference.py); empty in metadata published
     # before it existed, and then the predictor exports no drift scores.
     bin_edges: list[float] = Field(
@@ -167,24 +190,36 @@ class ModelCard(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    algorithm: str
-    hyperparameters: dict[str, int | float | str | None]
+    algorithm: Name
+    hyperparameters: dict[Name, HyperparameterValue] = Field(max_length=MAX_ITEMS)
     metrics: Metrics
-    feature_names: list[str]
-    class_names: list[str]
-    feature_stats: dict[str, FeatureStats]
-    class_priors: list[float] = Field(
+    feature_names: list[Name] = Field(min_length=1, max_length=MAX_ITEMS)
+    class_names: list[Name] = Field(min_length=1, max_length=MAX_ITEMS)
+    feature_stats: dict[Name, FeatureStats] = Field(max_length=MAX_ITEMS)
+    class_priors: list[Ratio] = Field(
         default_factory=list,
+        max_length=MAX_ITEMS,
         description="Each class's share of the training rows, in class_names order: "
         "the reference of the predictions' drift. Empty in older metadata.",
     )
-    random_state: int
-    test_fraction: float
-    dataset_sha256: str
+    random_state: Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
+    test_fraction: Ratio
+    dataset_sha256: str = Field(pattern=SHA256_PATTERN)
     # The schema a request follows; class ids index ``classes``.
-    features: list[FeatureSchema] = Field(min_length=1)
-    classes: list[str] | list[int] = Field(min_length=2)
+    features: list[FeatureSchema] = Field(min_length=1, max_length=MAX_ITEMS)
+    classes: list[Name] | list[int] = Field(min_length=2, max_length=MAX_ITEMS)
     golden: GoldenRows
+
+    @model_validator(mode="after")
+    def _stats_describe_the_features(self) -> ModelCard:
+        # Each feature's statistics become metric series: only the model's own.
+        if set(self.feature_stats) != set(self.feature_names):
+            extra = sorted(set(self.feature_stats) ^ set(self.feature_names))
+            raise ValueError(
+                f"feature_stats must describe exactly the {len(self.feature_names)} "
+                f"features, {len(extra)} names differ"
+            )
+        return self
 
 
 class ModelMetadata(ModelCard):
@@ -197,8 +232,8 @@ class ModelMetadata(ModelCard):
     schema_version: Literal[1] = SCHEMA_VERSION
     version: str = Field(pattern=VERSION_PATTERN.pattern)
     created_at: datetime
-    sklearn_version: str
-    python_version: str
+    sklearn_version: Name
+    python_version: Name
     model_file: Literal["model.skops"] = MODEL_FILE
     model_format: Literal["skops"] = "skops"
     model_sha256: str = Field(pattern=SHA256_PATTERN)
