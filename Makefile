@@ -8,13 +8,14 @@ INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
-.PHONY: help venv lock run train test lint format bench clean chart-tools chart-package \
+.PHONY: help venv lock run train test lint format bench clean chart-tools chart-docs chart-package \
 	screenshot test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
 	@echo "make test    lint, type-check and run every test"
 	@echo "make lint    ruff and mypy only"
+	@echo "make chart-docs  regenerate the values table in charts/iris/README.md"
 	@echo "make lock    regenerate requirements/*.txt from pyproject.toml (needs PyPI)"
 	@echo "make bench   benchmarks, each against its baseline"
 	@echo "make screenshot  docs/try-it.png, the try-it page (needs chromium)"
@@ -89,6 +90,11 @@ $(CHECKOV_INSTALLED): requirements/checkov.txt
 	touch $@
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)
+
+# The values table in charts/iris/README.md, from values.yaml's comments; make test
+# fails when it is stale (tests/chart/test_values_table.py).
+chart-docs: $(INSTALLED)
+	$(BIN)/python -m tests.chart.values_table
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
 test: lint chart-tools

@@ -261,6 +261,29 @@ MODES: dict[str, Mode] = {
                 "extraVolumes": [{"name": "cache", "emptyDir": {}}],
                 "extraVolumeMounts": [{"name": "cache", "mountPath": "/cache"}],
             },
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                "hosts": [
+                    {
+                        "host": "iris.example.com",
+                        "paths": [{"path": "/v1", "pathType": "Prefix"}],
+                    }
+                ],
+                "tls": [{"secretName": "iris-tls", "hosts": ["iris.example.com"]}],
+            },
+            "httpRoute": {
+                "enabled": True,
+                "parentRefs": [
+                    {
+                        "name": "gateway",
+                        "namespace": "gateway-system",
+                        "sectionName": "https",
+                    }
+                ],
+                "hostnames": ["iris.example.com"],
+            },
         }
     ),
     "clusterip-features-off": Mode(

@@ -98,3 +98,84 @@ def test_the_defaults_keep_uid_1000() -> None:
         _, spec = pod_spec_of(workload)
         assert spec.security_context is not None
         assert spec.security_context.run_as_user == 1000
+
+
+def http_port(manifests: Manifests) -> int:
+    service = manifests.get("Service", RELEASE)
+    (port,) = [p["port"] for p in service["spec"]["ports"] if p["name"] == "http"]
+    assert isinstance(port, int)
+    return port
+
+
+def test_the_ingress_routes_its_hosts_to_the_services_http_port(
+    manifests: Manifests,
+) -> None:
+    ingress = manifests.get("Ingress", RELEASE)
+    own = VALUES["ingress"]
+    assert ingress["spec"]["ingressClassName"] == own["className"]
+    assert ingress["metadata"]["annotations"] == own["annotations"]
+    assert ingress["spec"]["tls"] == own["tls"]
+    assert [rule["host"] for rule in ingress["spec"]["rules"]] == [
+        host["host"] for host in own["hosts"]
+    ]
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == own["hosts"][0]["paths"][0]["path"]
+    assert path["backend"]["service"] == {"name": RELEASE, "port": {"name": "http"}}
+    http_port(manifests)
+
+
+def test_the_http_route_attaches_to_its_gateway_and_sends_to_the_service(
+    manifests: Manifests,
+) -> None:
+    route = manifests.get("HTTPRoute", RELEASE)
+    own = VALUES["httpRoute"]
+    assert route["spec"]["parentRefs"] == own["parentRefs"]
+    assert route["spec"]["hostnames"] == own["hostnames"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    # A backendRef names a Service port by number only: the number of port http.
+    assert rule["backendRefs"] == [{"name": RELEASE, "port": http_port(manifests)}]
+
+
+def test_the_http_route_follows_a_changed_service_port() -> None:
+    route = render(
+        {
+            "service": {"port": 8000},
+            "httpRoute": {"enabled": True, "parentRefs": [{"name": "gateway"}]},
+        }
+    ).get("HTTPRoute", RELEASE)
+    assert route["spec"]["rules"][0]["backendRefs"][0]["port"] == 8000
+
+
+def test_ingress_and_http_route_are_off_by_default() -> None:
+    kinds = render().kinds()
+    assert "Ingress" not in kinds
+    assert "HTTPRoute" not in kinds
+
+
+def test_an_http_route_without_a_gateway_is_refused() -> None:
+    with pytest.raises(
+        HelmError, match=r"httpRoute\.enabled needs httpRoute\.parentRefs"
+    ):
+        render({"httpRoute": {"enabled": True}})
+
+
+def test_an_ingress_without_hosts_is_refused() -> None:
+    with pytest.raises(HelmError, match=r"ingress\.enabled needs ingress\.hosts"):
+        render({"ingress": {"enabled": True, "hosts": []}})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"ingress": {"enabled": True, "classname": "nginx"}},
+        {"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/"}]}]}},
+        {"httpRoute": {"parentRefs": [{"nam": "gateway"}]}},
+        {"httpRoute": {"hostname": ["iris.example.com"]}},
+    ],
+    ids=["class-name typo", "path without type", "parentRef typo", "hostnames typo"],
+)
+def test_the_schema_rejects_ingress_and_route_typos(values: dict[str, Any]) -> None:
+    with pytest.raises(HelmError, match="values don't meet the specifications"):
+        render(values)

@@ -367,6 +367,12 @@ Checks across values that the schema cannot express, each failing with what to c
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "ingress.enabled needs ingress.hosts: at least one host (empty for every host) and its paths" }}
+{{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs: the Gateway (and listener) the route attaches to" }}
+{{- end }}
 {{- if has "ReadWriteOncePod" .Values.storage.pvc.accessModes }}
 {{- fail "storage.pvc.accessModes ReadWriteOncePod lets one pod mount the models, but the training Job and every predictor need them: use ReadWriteOnce (one node), ReadWriteMany, or storage.type s3" }}
 {{- end }}
