@@ -40,6 +40,10 @@ class ValidRequest:
     request: V1Request | V2Request
 
 
+# The one reason every protocol gives while no verified model is served.
+NOT_LOADED = "No model has been loaded yet."
+
+
 class IrisModel(Model):
     def __init__(self, name: str, max_rows: int, drift_window_rows: int = 1000) -> None:
         super().__init__(name)
@@ -97,10 +101,13 @@ class IrisModel(Model):
         self.ready = False
         MODEL_READY.labels(self.name).set(0)
 
+    def not_ready(self) -> ModelNotReady:
+        return ModelNotReady(self.name, NOT_LOADED)
+
     def _current(self) -> ServingModel:
         serving = self.serving
         if serving is None:
-            raise ModelNotReady(self.name, "No model has been published yet.")
+            raise self.not_ready()
         return serving
 
     async def preprocess(

@@ -24,8 +24,9 @@ from kserve.errors import ModelNotFound, ModelNotReady, ServerNotReady
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 
-from predictor.model import IrisModel
+from predictor.model import NOT_LOADED, IrisModel
 
+SHUTTING_DOWN = "The server is shutting down."
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -49,9 +50,9 @@ def install_routes(
     def require_ready(name: str) -> IrisModel:
         require(name)
         if state.draining:
-            raise ModelNotReady(name, "The server is shutting down.")
+            raise ModelNotReady(name, SHUTTING_DOWN)
         if not model.ready:
-            raise ModelNotReady(name, "No model has been loaded yet.")
+            raise model.not_ready()
         return model
 
     async def v1_model_ready(model_name: str) -> dict[str, Any]:
@@ -65,9 +66,7 @@ def install_routes(
 
     async def v2_server_ready() -> dict[str, bool]:
         if state.draining or not model.ready:
-            raise ServerNotReady(
-                "The server is shutting down." if state.draining else "No model loaded."
-            )
+            raise ServerNotReady(SHUTTING_DOWN if state.draining else NOT_LOADED)
         return {"ready": True}
 
     async def v2_model_ready(model_name: str) -> dict[str, Any]:

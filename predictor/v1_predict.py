@@ -50,7 +50,7 @@ class V1Predict:
 
     async def _predict(self, scope: Scope, receive: Receive) -> bytes:
         if not self.model.ready:
-            raise ModelNotReady(self.model.name)
+            raise self.model.not_ready()
         chunks = []
         more = True
         while more:
