@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import JSON, PredictorProcess, send
 
@@ -485,6 +486,9 @@ def test_a_bad_request_gets_a_4xx_naming_the_problem(
 def test_bad_requests_back_to_back_on_one_connection_never_cause_a_5xx(
     predictor: PredictorProcess,
 ) -> None:
+    # Readiness polls while the shared server loaded its model may have counted a
+    # 503; what matters is that none of these requests adds a 5xx.
+    before = server_errors(predictor)
     connection = predictor.connection()
     try:
         for bad in CASES:
@@ -502,5 +506,17 @@ def test_bad_requests_back_to_back_on_one_connection_never_cause_a_5xx(
         )
         > 0
     )
-    text = predictor.request("GET", "/metrics")[1]
-    assert 'code="5' not in text
+    assert server_errors(predictor) == before
+
+
+def server_errors(predictor: PredictorProcess) -> dict[str, float]:
+    """Every route's count of 5xx answers, from the server's own counter."""
+    families = text_string_to_metric_families(predictor.request("GET", "/metrics")[1])
+    return {
+        f"{sample.labels['route']} {sample.labels['code']}": sample.value
+        for family in families
+        if family.name == "iris_http_requests"
+        for sample in family.samples
+        if sample.name == "iris_http_requests_total"
+        and sample.labels["code"].startswith("5")
+    }
