@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
 .PHONY: help venv lock run train test lint format bench clean chart-tools chart-package \
-	test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
+	screenshot test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint    ruff and mypy only"
 	@echo "make lock    regenerate requirements/*.txt from pyproject.toml (needs PyPI)"
 	@echo "make bench   benchmarks, each against its baseline"
+	@echo "make screenshot  docs/try-it.png, the try-it page (needs chromium)"
 	@echo "make test-image  build the image with podman, train and serve from its containers"
 	@echo "make kind-up a kind cluster running the whole system (needs docker, kind, kubectl, helm)"
 	@echo "make e2e     the end-to-end tests against that cluster"
@@ -62,6 +63,8 @@ run: train
 	@echo
 	@echo "  $(CURL)"
 	@echo
+	@echo "or open http://127.0.0.1:$(PORT)/ui/ in a browser."
+	@echo
 	$(BIN)/python -m predictor --model_uri $(MODEL_DIR) --http_port $(PORT)
 
 lint: $(INSTALLED)
@@ -106,6 +109,12 @@ bench: $(INSTALLED)
 # (.ci/run installs them).
 test-image: $(INSTALLED) chart-tools
 	$(BIN)/pytest -m image -s tests/image
+
+# The README's picture of the try-it page, taken by a real predictor and Debian's
+# chromium (apt-get install chromium).
+screenshot: $(INSTALLED)
+	mkdir -p docs
+	$(BIN)/python -m tests.ui.screenshot docs/try-it.png
 
 format: $(INSTALLED)
 	$(BIN)/ruff format $(SOURCES)

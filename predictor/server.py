@@ -40,6 +40,7 @@ from predictor.internals import (
 )
 from predictor.routes import ServerState, install_routes
 from predictor.settings import PredictorSettings
+from predictor.ui import mount_ui
 from predictor.v1_predict import V1Predict
 from predictor.watcher import ModelWatcher
 
@@ -188,6 +189,8 @@ class IrisModelServer(ModelServer):
         app: FastAPI = model_server.app
         model = self.watcher.model
         self.own_routes = install_routes(app, model, self.state)
+        if self.settings.ui:
+            mount_ui(app)
         # Added first, so it sits inside the guard: the guard sees every request.
         app.add_middleware(V1Predict, model=model)
         app.add_middleware(

@@ -90,6 +90,11 @@ class PredictorSettings(BaseSettings):
     access_log: bool = Field(
         False, description="Log every request (costs CPU per request). Default false."
     )
+    ui: bool = Field(
+        True,
+        description="Serve the try-it page at /ui/, a page that calls the public API "
+        "from the same origin.",
+    )
 
 
 def parse_settings(

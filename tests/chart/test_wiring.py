@@ -235,7 +235,10 @@ def test_values_defaults_are_the_programs_own_defaults() -> None:
             camel(name): info.default for name, info in settings.model_fields.items()
         }
         fields.pop("modelUri")
+        # The try-it page's switch is the chart's top-level ui.enabled.
+        fields.pop("ui", None)
         assert chart == fields
+    assert values["ui"]["enabled"] is PredictorSettings.model_fields["ui"].default
 
 
 def test_the_job_and_the_predictors_share_the_model_volume() -> None:
