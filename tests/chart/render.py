@@ -180,6 +180,34 @@ EXTERNAL_S3: dict[str, Any] = {
     }
 }
 BUNDLED_MINIO: dict[str, Any] = {"storage": {"type": "s3"}, "minio": {"enabled": True}}
+# An external endpoint reached with the pods' cloud IAM role: no keys anywhere.
+ROLE = "arn:aws:iam::111122223333:role"
+WORKLOAD_IDENTITY: dict[str, Any] = {
+    "storage": {"type": "s3", "s3": {"endpoint": "https://s3.us-east-1.amazonaws.com"}},
+    "training": {
+        "serviceAccount": {
+            "annotations": {"eks.amazonaws.com/role-arn": f"{ROLE}/iris-write"}
+        }
+    },
+    "predictor": {
+        "serviceAccount": {
+            "annotations": {"eks.amazonaws.com/role-arn": f"{ROLE}/iris-read"}
+        }
+    },
+    "networkPolicy": {
+        "cloudMetadataEgress": True,
+        "s3EgressTo": [{"ipBlock": {"cidr": "52.216.0.0/15"}}],
+    },
+}
+READ_ONLY_PREDICTORS: dict[str, Any] = {
+    "storage": {
+        "type": "s3",
+        "s3": {
+            **EXTERNAL_S3["storage"]["s3"],
+            "predictorExistingSecret": "iris-s3-read-only",
+        },
+    }
+}
 
 # Every mode the tests render, lint, validate and scan.
 MODES: dict[str, Mode] = {
@@ -194,6 +222,8 @@ MODES: dict[str, Mode] = {
         {"storage": {"pvc": {"accessModes": ["ReadWriteMany"], "storageClass": "nfs"}}}
     ),
     "s3-external": Mode(EXTERNAL_S3),
+    "s3-workload-identity": Mode(WORKLOAD_IDENTITY),
+    "s3-read-only-predictors": Mode(READ_ONLY_PREDICTORS),
     "minio": Mode(BUNDLED_MINIO),
     "hpa-off": Mode({"autoscaling": {"enabled": False}}),
     "monitoring-on": Mode(

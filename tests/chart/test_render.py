@@ -277,8 +277,16 @@ def test_the_schema_refuses_wrong_values(values: Mapping[str, Any], where: str) 
         ({"minio": {"enabled": True}}, "minio.enabled needs storage.type: s3"),
         ({"storage": {"type": "s3"}}, "storage.type s3 needs storage.s3.endpoint"),
         (
-            {"storage": {"type": "s3", "s3": {"endpoint": "https://s3.example.com"}}},
-            "needs storage.s3.existingSecret",
+            {
+                "storage": {
+                    "type": "s3",
+                    "s3": {
+                        "endpoint": "https://s3.example.com",
+                        "predictorExistingSecret": "iris-s3-read-only",
+                    },
+                }
+            },
+            "predictorExistingSecret needs storage.s3.existingSecret",
         ),
         (
             {"predictor": {"terminationGracePeriodSeconds": 10}},

@@ -39,8 +39,12 @@ from training.settings import parse_settings as parse_training
 from training.store.bucket import S3Settings
 
 ALL_MODES = sorted(MODES)
-# Stands in for the Secret a user creates for an external endpoint (existingSecret).
-EXISTING_SECRETS = {"iris-s3-keys": {"access-key-id": "id", "secret-access-key": "key"}}
+# Stand in for the Secrets a user creates for an external endpoint (existingSecret,
+# predictorExistingSecret).
+EXISTING_SECRETS = {
+    "iris-s3-keys": {"access-key-id": "id", "secret-access-key": "key"},
+    "iris-s3-read-only": {"access-key-id": "reader", "secret-access-key": "key"},
+}
 
 
 def settings_variables(settings: type[Any], prefix: str = "IRIS_") -> set[str]:
@@ -210,7 +214,10 @@ def test_every_iris_variable_is_a_setting_of_the_program_that_reads_it(
             if parsed.model_uri.startswith("s3://"):
                 s3 = S3Settings()
                 assert s3.endpoint == container.environment["IRIS_S3_ENDPOINT"]
-                assert s3.access_key_id is not None
+                # Both keys, or neither: the AWS credential chain (workload identity).
+                keyless = mode == "s3-workload-identity"
+                assert (s3.access_key_id is None) == keyless
+                assert (s3.secret_access_key is None) == keyless
 
 
 def camel(name: str) -> str:

@@ -17,6 +17,15 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
+from minio.credentials.credentials import Credentials
+from minio.credentials.providers import (
+    AWSConfigProvider,
+    ChainedProvider,
+    EnvAWSProvider,
+    IamAwsProvider,
+    Provider,
+    StaticProvider,
+)
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from pydantic import Field, SecretStr
@@ -41,10 +50,13 @@ log = logging.getLogger(__name__)
 _ABSENT = {"NoSuchKey", "NoSuchBucket"}
 # 412 when the condition fails; AWS answers 409 to a write racing another one.
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
+# botocore's default for the instance metadata service: off a cloud VM nothing
+# answers at 169.254.169.254, so a pod without credentials fails fast, not hangs.
+_METADATA_CONNECT_SECONDS = 1.0
 
 
 class S3Settings(BaseSettings):
-    """How to reach the S3 endpoint; the chart fills these from a Secret."""
+    """How to reach the S3 endpoint. Without both keys, the AWS credential chain."""
 
     model_config = SettingsConfigDict(env_prefix="IRIS_S3_")
 
@@ -52,8 +64,12 @@ class S3Settings(BaseSettings):
         "http://127.0.0.1:9000",
         description="URL of the S3 endpoint; https:// turns TLS on.",
     )
-    access_key_id: SecretStr | None = Field(None, description="Access key id.")
-    secret_access_key: SecretStr | None = Field(None, description="Secret key.")
+    access_key_id: SecretStr | None = Field(
+        None, description="Access key id; unset uses the AWS credential chain."
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="Secret key; unset uses the AWS credential chain."
+    )
     region: str = Field("us-east-1", description="Region used to sign requests.")
     timeout_seconds: float = Field(
         10.0, gt=0, description="Connect and read timeout of each request."
@@ -76,8 +92,7 @@ class BucketStore(ModelStore):
             )
         self.client = Minio(
             endpoint.netloc,
-            access_key=_reveal(settings.access_key_id),
-            secret_key=_reveal(settings.secret_access_key),
+            credentials=_credentials(settings),
             secure=endpoint.scheme == "https",
             region=settings.region,
             http_client=urllib3.PoolManager(
@@ -255,5 +270,48 @@ class BucketStore(ModelStore):
                 raise
 
 
-def _reveal(secret: SecretStr | None) -> str | None:
-    return secret.get_secret_value() if secret is not None else None
+class _AwsChain(ChainedProvider):
+    """The AWS credential chain, failing with a StoreError that says what to set."""
+
+    def retrieve(self) -> Credentials:
+        try:
+            return super().retrieve()
+        except (ValueError, OSError, urllib3.exceptions.HTTPError) as error:
+            raise StoreUnavailableError(
+                "no S3 credentials: set IRIS_S3_ACCESS_KEY_ID and "
+                "IRIS_S3_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, an AWS credentials file, web identity "
+                "(AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), or run where the "
+                f"container or instance metadata service answers: {error}"
+            ) from error
+
+
+def _credentials(settings: S3Settings) -> Provider:
+    """Both static keys, or else the AWS chain: the environment, the shared
+    credentials file, then web identity, the ECS endpoint or the instance's IMDS."""
+    access_key_id, secret_access_key = (
+        settings.access_key_id,
+        settings.secret_access_key,
+    )
+    if access_key_id is not None and secret_access_key is not None:
+        return StaticProvider(
+            access_key_id.get_secret_value(), secret_access_key.get_secret_value()
+        )
+    if access_key_id is not None or secret_access_key is not None:
+        raise StoreError(
+            "IRIS_S3_ACCESS_KEY_ID and IRIS_S3_SECRET_ACCESS_KEY go together: "
+            "set both, or neither to use the AWS credential chain"
+        )
+    metadata_client = urllib3.PoolManager(
+        timeout=urllib3.Timeout(
+            connect=_METADATA_CONNECT_SECONDS, read=settings.timeout_seconds
+        ),
+        retries=urllib3.Retry(total=1, backoff_factor=0.2),
+    )
+    return _AwsChain(
+        [
+            EnvAWSProvider(),
+            AWSConfigProvider(),
+            IamAwsProvider(http_client=metadata_client),
+        ]
+    )

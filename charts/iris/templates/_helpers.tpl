@@ -225,6 +225,28 @@ bundled MinIO.
 {{- end }}
 
 {{/*
+The Secret the predictors read their S3 keys from: storage.s3.predictorExistingSecret
+(read-only keys), else the Job's. Empty when the pods take no keys at all: an external
+endpoint without existingSecret uses the AWS credential chain (workload identity).
+*/}}
+{{- define "iris.s3PredictorSecretName" -}}
+{{- if .Values.storage.s3.predictorExistingSecret }}
+{{- .Values.storage.s3.predictorExistingSecret }}
+{{- else if or .Values.minio.enabled .Values.storage.s3.existingSecret }}
+{{- include "iris.s3SecretName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret the training Job reads its S3 keys from; empty as for the predictors.
+*/}}
+{{- define "iris.s3TrainingSecretName" -}}
+{{- if or .Values.minio.enabled .Values.storage.s3.existingSecret }}
+{{- include "iris.s3SecretName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
 A setting's value as an environment variable: whole numbers without an exponent
 (Helm reads 1048576 from YAML as a float, which would print as 1.048576e+06).
 */}}
@@ -247,29 +269,34 @@ One IRIS_* variable per key of a settings map: nEstimators becomes IRIS_N_ESTIMA
 {{- end }}
 
 {{/*
-Where the models are, identical for the training Job and the predictors: the URI, and
-for S3 the endpoint and the keys, which come from a Secret and never from values.
+Where the models are, for the training Job and the predictors alike: the URI, and for
+S3 the endpoint and the keys, which come from a Secret and never from values. Called
+with (dict "context" $ "secret" <name>); an empty secret renders no keys, so the
+programs take the AWS credential chain (the ServiceAccount's IAM role).
 */}}
 {{- define "iris.storeEnv" -}}
+{{- $ := .context }}
 - name: IRIS_MODEL_URI
-  value: {{ include "iris.modelUri" . | quote }}
-{{- if eq .Values.storage.type "s3" }}
+  value: {{ include "iris.modelUri" $ | quote }}
+{{- if eq $.Values.storage.type "s3" }}
 - name: IRIS_S3_ENDPOINT
-  value: {{ include "iris.s3Endpoint" . | quote }}
+  value: {{ include "iris.s3Endpoint" $ | quote }}
 - name: IRIS_S3_REGION
-  value: {{ .Values.storage.s3.region | quote }}
+  value: {{ $.Values.storage.s3.region | quote }}
 - name: IRIS_S3_TIMEOUT_SECONDS
-  value: {{ include "iris.envValue" .Values.storage.s3.timeoutSeconds | quote }}
+  value: {{ include "iris.envValue" $.Values.storage.s3.timeoutSeconds | quote }}
+{{- with .secret }}
 - name: IRIS_S3_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ include "iris.s3SecretName" . }}
-      key: {{ .Values.storage.s3.accessKeyIdKey }}
+      name: {{ . }}
+      key: {{ $.Values.storage.s3.accessKeyIdKey }}
 - name: IRIS_S3_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "iris.s3SecretName" . }}
-      key: {{ .Values.storage.s3.secretAccessKeyKey }}
+      name: {{ . }}
+      key: {{ $.Values.storage.s3.secretAccessKeyKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -356,8 +383,8 @@ Checks across values that the schema cannot express, each failing with what to c
 {{- if not .Values.storage.s3.endpoint }}
 {{- fail "storage.type s3 needs storage.s3.endpoint (an http:// or https:// URL), or minio.enabled: true for the bundled MinIO" }}
 {{- end }}
-{{- if not .Values.storage.s3.existingSecret }}
-{{- fail "storage.type s3 with an external endpoint needs storage.s3.existingSecret: a Secret with the keys storage.s3.accessKeyIdKey and storage.s3.secretAccessKeyKey" }}
+{{- if and .Values.storage.s3.predictorExistingSecret (not .Values.storage.s3.existingSecret) }}
+{{- fail "storage.s3.predictorExistingSecret needs storage.s3.existingSecret for the training Job: static keys for the predictors and the AWS credential chain for the Job is not a supported mix" }}
 {{- end }}
 {{- end }}
 {{- $shutdown := add .Values.predictor.preStopSleepSeconds (ceil .Values.predictor.settings.drainSeconds) 5 }}
@@ -425,5 +452,14 @@ NetworkPolicy egress rules: DNS, and for the Job and the predictors the model st
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- if .Values.networkPolicy.cloudMetadataEgress }}
+# The instance metadata service, where the AWS credential chain finds a node's role.
+- to:
+    - ipBlock:
+        cidr: 169.254.169.254/32
+  ports:
+    - port: 80
+      protocol: TCP
+{{- end }}
 {{- end }}
 {{- end }}

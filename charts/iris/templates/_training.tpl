@@ -53,7 +53,7 @@ template:
         imagePullPolicy: {{ .Values.image.pullPolicy }}
         command: ["python", "-m", "training"]
         env:
-          {{- include "iris.storeEnv" . | trim | nindent 10 }}
+          {{- include "iris.storeEnv" (dict "context" . "secret" (include "iris.s3TrainingSecretName" .)) | trim | nindent 10 }}
           {{- $settings := .Values.training.settings }}
           {{- if eq (int $settings.maxDepth) 0 }}
           {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
