@@ -46,7 +46,7 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import to_headers
 
-from predictor.inputs import V2_DATATYPES
+from predictor.inputs import V2_DATATYPES, decoding
 from predictor.metrics import GRPC_DURATION, GRPC_REQUESTS
 from predictor.model import IrisModel
 
@@ -121,15 +121,9 @@ class IrisServicer(InferenceServicer):
 
 def _decoded(request: pb.ModelInferRequest) -> InferRequest:
     """KServe's InferRequest, with raw contents read as typed values, or a 400."""
-    try:
+    with decoding("request"):
         InferenceServicer.validate_grpc_request(request)
         infer_request = InferRequest.from_grpc(request)
-    except InvalidInput:
-        raise
-    except (KeyError, IndexError, TypeError, ValueError) as error:
-        raise InvalidInput(
-            f"malformed request: {type(error).__name__}: {error}"
-        ) from error
     # Checked above: with raw contents, there is one per input.
     raw_contents = zip(infer_request.inputs, request.raw_input_contents, strict=False)
     for index, (tensor, raw) in enumerate(raw_contents):

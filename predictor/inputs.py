@@ -8,6 +8,8 @@ as its published metadata gives them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -66,6 +68,19 @@ class V2Request:
     rows: NDArray[np.float64]
     outputs: tuple[str, ...]
     request_id: str | None
+
+
+@contextmanager
+def decoding(what: str) -> Iterator[None]:
+    """KServe's decoders fail with KeyError and the like on what a client sent: 400."""
+    try:
+        yield
+    except InvalidInput:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise InvalidInput(
+            f"malformed {what}: {type(error).__name__}: {error}"
+        ) from error
 
 
 def json_type(value: object) -> str:

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute
 
 from predictor.grpc_v2 import GRPCServer
 from predictor.guard import RequestGuard
+from predictor.inputs import decoding
 from predictor.internals import (
     ConnectionLimits,
     SignalHandler,
@@ -149,14 +150,8 @@ class StrictDataPlane(DataPlane):
     """
 
     def decode(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with decoding("request body"):
             return super().decode(*args, **kwargs)
-        except InvalidInput:
-            raise
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            raise InvalidInput(
-                f"malformed request body: {type(error).__name__}: {error}"
-            ) from error
 
 
 class IrisModelServer(ModelServer):
