@@ -94,7 +94,7 @@ def test_each_target_and_reason_is_its_own_job() -> None:
 
 
 def test_a_malformed_version_is_refused_before_anything_runs() -> None:
-    with pytest.raises(HelmError, match="values don't meet the specifications"):
+    with pytest.raises(HelmError, match="/training/rollback/to': 'latest' does not"):
         render(rollback_values("latest"))
 
 
