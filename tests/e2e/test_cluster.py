@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from kubernetes.client import V1EnvVar, V1ObjectMeta
+from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.conftest import (
     KSERVE_EXAMPLE,
@@ -215,6 +216,12 @@ def test_prometheus_scrapes_every_predictor_and_loads_the_rules(
             NAMESPACE, label_selector=selector("predictor")
         ).items
     }
+    try:
+        cluster.core.read_namespaced_service(
+            PROMETHEUS_SERVICE.removeprefix("svc/"), PROMETHEUS_NAMESPACE
+        )
+    except ApiException as error:
+        pytest.fail(f"no Prometheus, run make kind-prometheus: {error.reason}")
     up_query = "/api/v1/query?query=" + quote(f'up{{namespace="{NAMESPACE}"}}')
     with forwarded(PROMETHEUS_NAMESPACE, PROMETHEUS_SERVICE, 9090) as port:
 
