@@ -34,7 +34,9 @@ WAIT_MS = 30_000
 SETTLED = '#prediction[data-state="ok"]:not([aria-busy])'
 
 
-@pytest.fixture(scope="session")
+# Package scope: while sync_playwright runs, its event loop is the thread's running
+# loop, and every asyncio.run() in a later test package would fail.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if shutil.which(str(CHROMIUM)) is None:
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")

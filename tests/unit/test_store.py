@@ -265,6 +265,9 @@ def test_an_unreachable_endpoint_is_a_clear_store_error(
 
     monkeypatch.setenv("IRIS_S3_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("IRIS_S3_TIMEOUT_SECONDS", "1")
+    # Static keys, so the credential chain is not what fails first.
+    monkeypatch.setenv("IRIS_S3_ACCESS_KEY_ID", "iris")
+    monkeypatch.setenv("IRIS_S3_SECRET_ACCESS_KEY", "unreachable-anyway")
 
     with pytest.raises(
         StoreUnavailableError, match=r"cannot reach http://127\.0\.0\.1"
