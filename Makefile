@@ -9,7 +9,8 @@ MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
 .PHONY: help venv lock run train test lint format bench clean chart-tools chart-docs chart-package \
-	screenshot test-image image mlflow-server kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e
+	screenshot test-image image mlflow-server kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e \
+	kind-inferenceservice kind-prometheus
 
 help:
 	@echo "make run     train a model into ./$(MODEL_DIR), then serve it on port $(PORT)"
@@ -21,8 +22,10 @@ help:
 	@echo "make screenshot  docs/try-it.png, the try-it page (needs chromium)"
 	@echo "make test-image  build the image with podman, train and serve from its containers"
 	@echo "make kind-up a kind cluster running the whole system (needs docker, kind, kubectl, helm)"
+	@echo "make kind-prometheus  a Prometheus on that cluster scraping the release (make e2e checks it)"
 	@echo "make e2e     the end-to-end tests against that cluster"
 	@echo "make kind-down  delete the cluster"
+	@echo "make kind-inferenceservice  k8s/'s InferenceService with that image (needs KServe)"
 
 # Every install comes from a lock file in requirements/ with hashes: dev.txt here
 # (runtime, test and lint), runtime.txt in the image. The project itself is built
@@ -172,6 +175,7 @@ STORAGE_VALUES_minio := --values charts/iris/ci/minio-values.yaml
 METRICS_SERVER_CHART := 3.12.2
 PROMETHEUS_OPERATOR := v0.80.1
 OPERATOR_CRDS := https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$(PROMETHEUS_OPERATOR)/example/prometheus-operator-crd
+PROMETHEUS_BUNDLE := https://github.com/prometheus-operator/prometheus-operator/releases/download/$(PROMETHEUS_OPERATOR)/bundle.yaml
 
 image:
 	docker build -t $(IMAGE) .
@@ -195,6 +199,14 @@ kind-addons: kind-cluster
 	  -f $(OPERATOR_CRDS)/monitoring.coreos.com_servicemonitors.yaml \
 	  -f $(OPERATOR_CRDS)/monitoring.coreos.com_prometheusrules.yaml
 
+# A real Prometheus (the operator's bundle at the same pin, k8s/prometheus.yaml) that
+# scrapes the chart's ServiceMonitor and loads its PrometheusRule; the e2e tests query it.
+kind-prometheus: kind-cluster
+	kubectl apply --server-side -f $(PROMETHEUS_BUNDLE)
+	kubectl --namespace default rollout status deployment/prometheus-operator --timeout 300s
+	kubectl wait --for condition=Established --timeout 120s crd/prometheuses.monitoring.coreos.com
+	kubectl apply --server-side -f k8s/prometheus.yaml
+
 kind-install:
 	kubectl create namespace $(NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
 	kubectl label namespace $(NAMESPACE) pod-security.kubernetes.io/enforce=restricted --overwrite
@@ -205,6 +217,14 @@ kind-install:
 	helm test $(RELEASE) --namespace $(NAMESPACE) --logs
 
 kind-up: kind-image kind-addons kind-install
+
+# k8s/'s InferenceService for the storage mode, with the image kind-up loaded in place
+# of the published one (needs KServe on the cluster).
+INFERENCE_SERVICE_pvc := k8s/inferenceservice.yaml
+INFERENCE_SERVICE_minio := k8s/inferenceservice-s3.yaml
+kind-inferenceservice:
+	sed -e 's|^\( *image:\) .*$$|\1 "$(IMAGE)"|' $(INFERENCE_SERVICE_$(STORAGE)) | \
+	  kubectl apply --namespace $(NAMESPACE) -f -
 
 kind-down:
 	kind delete cluster --name $(CLUSTER)

@@ -30,6 +30,7 @@ from tests.chart.helm_binary import HELM_VERSION
 from tests.chart.pods import pod_spec_of, selects, workloads
 from tests.chart.render import (
     CHART,
+    MONITORING_APIS,
     RELEASE,
     REPO,
     Manifests,
@@ -38,6 +39,7 @@ from tests.chart.render import (
     render,
 )
 from tests.e2e import conftest as e2e
+from tests.e2e import test_cluster as e2e_cluster
 from training.store.bucket import S3Settings
 
 KIND_VALUES = CHART / "ci" / "kind-values.yaml"
@@ -434,18 +436,168 @@ def test_the_e2e_timeout_outlasts_every_tests_own_waits() -> None:
     helpers = {
         node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)
     }
-    for name, function in helpers.items():
-        if not name.startswith("test_"):
-            continue
-        waits = 0.0
+
+    def waits(function: ast.FunctionDef) -> float:
+        """Seconds its eventually() and --timeout calls may wait, helpers' included."""
+        total = 0.0
         for call in ast.walk(function):
             if not isinstance(call, ast.Call):
                 continue
-            if getattr(call.func, "id", None) == "eventually":
-                waits += _seconds(call.args[1])
+            called = getattr(call.func, "id", None)
+            if called == "eventually":
+                total += _seconds(call.args[1])
+            elif called in helpers and called != function.name:
+                total += waits(helpers[called])
             if isinstance(call.func, ast.Attribute) and call.func.attr == "run":
                 arguments = [a for a in ast.walk(call) if isinstance(a, ast.Constant)]
                 texts = [a.value for a in arguments]
                 if "--timeout" in texts:
-                    waits += _seconds(arguments[texts.index("--timeout") + 1])
-        assert waits < int(timeout), (name, waits, timeout)
+                    total += _seconds(arguments[texts.index("--timeout") + 1])
+        return total
+
+    assert waits(helpers["test_a_helm_value_rolls_the_served_model_back"]) >= 2 * 300
+    for name, function in helpers.items():
+        if name.startswith("test_"):
+            assert waits(function) < int(timeout), (name, waits(function), timeout)
+
+
+@pytest.mark.parametrize(
+    ("storage", "name"),
+    [("pvc", INFERENCE_SERVICES[0]), ("minio", INFERENCE_SERVICES[1])],
+)
+def test_make_kind_inferenceservice_applies_the_image_kind_up_loaded(
+    storage: str, name: str
+) -> None:
+    # An all-digit tag, as in the chart's install command: it must stay a string.
+    commands = make_commands(
+        "kind-inferenceservice", IMAGE_TAG="1234567", STORAGE=storage
+    )
+    (applied,) = [c for c in commands if "kubectl apply" in c]
+    substitution, apply = applied.split(" | ")
+    assert shlex.split(apply)[:2] == ["kubectl", "apply"]
+    assert shlex.split(apply)[-2:] == ["-f", "-"]
+    done = subprocess.run(
+        shlex.split(substitution), cwd=REPO, capture_output=True, text=True, check=True
+    )
+    applied_service = yaml.safe_load(done.stdout)
+    (container,) = applied_service["spec"]["predictor"]["containers"]
+    (loaded,) = [
+        c
+        for c in make_commands("kind-image", IMAGE_TAG="1234567")
+        if c.startswith("kind load")
+    ]
+    assert container["image"] == shlex.split(loaded)[3] == "iris:1234567"
+    # Nothing else changes.
+    original = load(REPO / "k8s" / name)
+    original["spec"]["predictor"]["containers"][0]["image"] = container["image"]
+    assert applied_service == original
+
+
+def kind_render(storage: str, extra: dict[str, Any] | None = None) -> Manifests:
+    """The chart as make kind-install STORAGE=storage installs it, plus extra."""
+    (install,) = [
+        c
+        for c in make_commands("kind-install", STORAGE=storage)
+        if c.startswith("helm upgrade --install")
+    ]
+    arguments = shlex.split(install)
+    values: dict[str, Any] = {}
+    for index, argument in enumerate(arguments):
+        if argument == "--values":
+            values.update(load(REPO / arguments[index + 1]))
+    for key, value in (extra or {}).items():
+        values[key] = {**values.get(key, {}), **value}
+    return render(values)
+
+
+@pytest.mark.parametrize("storage", ["pvc", "minio"])
+def test_an_uninstall_keeps_the_claim_the_models_live_on(storage: str) -> None:
+    manifests = kind_render(storage)
+    claims = manifests.of_kind("PersistentVolumeClaim")
+    # The e2e reinstall test finds them by the release's instance label.
+    assert claims
+    for claim in claims:
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert claim["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    if storage == "minio":
+        # MinIO's root keys too: a new pair would lock the reinstall out of the data.
+        (secret,) = manifests.of_kind("Secret")
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.parametrize("storage", ["pvc", "minio"])
+def test_helm_rollback_of_a_log_level_upgrade_keeps_the_training_job(
+    storage: str,
+) -> None:
+    installed = kind_render(storage)
+    upgraded = kind_render(storage, {"predictor": {"settings": {"logLevel": "DEBUG"}}})
+    # What the e2e helm rollback test rolls back to, and that no revision retrains.
+    assert _chart_environment(installed)["IRIS_LOG_LEVEL"] == "INFO"
+    assert _chart_environment(upgraded)["IRIS_LOG_LEVEL"] == "DEBUG"
+    assert (
+        installed.get("Job")["metadata"]["name"]
+        == (upgraded.get("Job")["metadata"]["name"])
+    )
+
+
+def test_the_drained_mode_spreads_predictors_and_lets_one_go() -> None:
+    manifests = kind_render("minio")
+    deployment = manifests.get("Deployment", RELEASE)
+    spec = deployment["spec"]["template"]["spec"]
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # A drain must not wait on the spread: the evicted replica goes where it can.
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
+    budget = manifests.get("PodDisruptionBudget")
+    hpa = manifests.get("HorizontalPodAutoscaler")
+    assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    # MinIO's volume is node-local on kind: the drain test leaves its node alone.
+    assert manifests.find("Deployment", f"{RELEASE}-minio") is not None
+
+
+def test_the_kind_prometheus_scrapes_the_release_and_the_workflow_runs_it() -> None:
+    commands = make_commands("kind-prometheus")
+    bundle = (
+        "https://github.com/prometheus-operator/prometheus-operator/releases/"
+        f"download/{make_variable('PROMETHEUS_OPERATOR')}/bundle.yaml"
+    )
+    assert f"kubectl apply --server-side -f {bundle}" in commands
+    assert "kubectl apply --server-side -f k8s/prometheus.yaml" in commands
+    documents = list(yaml.safe_load_all((REPO / "k8s" / "prometheus.yaml").read_text()))
+    (prometheus,) = [d for d in documents if d["kind"] == "Prometheus"]
+    assert prometheus["metadata"]["namespace"] == e2e_cluster.PROMETHEUS_NAMESPACE
+    assert e2e_cluster.PROMETHEUS_SERVICE == "svc/prometheus-operated"
+    # {} selects every object; the operator reads a missing selector as none.
+    for selector in (
+        "serviceMonitorSelector",
+        "serviceMonitorNamespaceSelector",
+        "ruleSelector",
+        "ruleNamespaceSelector",
+    ):
+        assert prometheus["spec"][selector] == {}
+    (account,) = [d for d in documents if d["kind"] == "ServiceAccount"]
+    assert prometheus["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    (role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    (binding,) = [d for d in documents if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    readable = {
+        resource
+        for rule in role["rules"]
+        if {"get", "list", "watch"} <= set(rule.get("verbs", []))
+        for resource in rule.get("resources", [])
+    }
+    assert {"services", "endpoints", "pods", "endpointslices"} <= readable
+    # With the CRDs kind-addons installs, the chart renders both objects, in the
+    # release's namespace, which the Prometheus selects.
+    monitored = render(load(KIND_VALUES), api_versions=MONITORING_APIS)
+    assert monitored.get("ServiceMonitor", RELEASE)
+    assert monitored.get("PrometheusRule", RELEASE)
+    runs = [step.get("run", "") for step in workflow_steps()]
+    assert runs.index("make kind-prometheus") < runs.index("make e2e")

@@ -7,15 +7,20 @@ The tests run in this order: the later ones change the release.
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from kubernetes.client import V1EnvVar, V1ObjectMeta
+from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.conftest import (
     KSERVE_EXAMPLE,
@@ -40,6 +45,10 @@ pytestmark = [
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "iris"
 PREDICT = "/v1/models/iris:predict"
+# Where make kind-prometheus runs Prometheus (k8s/prometheus.yaml); the operator names
+# the Service of every Prometheus it runs prometheus-operated.
+PROMETHEUS_NAMESPACE = "monitoring"
+PROMETHEUS_SERVICE = "svc/prometheus-operated"
 
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -141,7 +150,9 @@ def test_the_service_monitor_and_the_prometheus_rule_exist(cluster: Cluster) -> 
         assert found["metadata"]["name"] == RELEASE
 
 
-def test_predictions_through_a_port_forward_to_the_service() -> None:
+@contextmanager
+def forwarded(namespace: str, target: str, remote_port: int) -> Iterator[int]:
+    """`kubectl port-forward` to target on a free local port, for the block's length."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -149,15 +160,23 @@ def test_predictions_through_a_port_forward_to_the_service() -> None:
         [
             "kubectl",
             "--namespace",
-            NAMESPACE,
+            namespace,
             "port-forward",
-            f"svc/{RELEASE}",
-            f"{port}:80",
+            target,
+            f"{port}:{remote_port}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
+        yield port
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+
+
+def test_predictions_through_a_port_forward_to_the_service() -> None:
+    with forwarded(NAMESPACE, f"svc/{RELEASE}", 80) as port:
 
         def answers() -> bool:
             try:
@@ -169,9 +188,66 @@ def test_predictions_through_a_port_forward_to_the_service() -> None:
                 return False
 
         eventually(answers, 60, "a prediction through kubectl port-forward")
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
+
+
+def prometheus_api(port: int, path: str) -> Any:
+    """The data of a Prometheus HTTP API answer, or None while it cannot answer."""
+    try:
+        status, body = get(port, path)
+    except OSError:
+        return None
+    if status != 200 or body.get("status") != "success":
+        return None
+    return body["data"]
+
+
+def test_prometheus_scrapes_every_predictor_and_loads_the_rules(
+    cluster: Cluster,
+) -> None:
+    rule = cluster.custom.get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", NAMESPACE, "prometheusrules", RELEASE
+    )
+    alerts = {
+        each["alert"] for group in rule["spec"]["groups"] for each in group["rules"]
+    }
+    pods = {
+        pod.metadata.name
+        for pod in cluster.core.list_namespaced_pod(
+            NAMESPACE, label_selector=selector("predictor")
+        ).items
+    }
+    try:
+        cluster.core.read_namespaced_service(
+            PROMETHEUS_SERVICE.removeprefix("svc/"), PROMETHEUS_NAMESPACE
+        )
+    except ApiException as error:
+        pytest.fail(f"no Prometheus, run make kind-prometheus: {error.reason}")
+    up_query = "/api/v1/query?query=" + quote(f'up{{namespace="{NAMESPACE}"}}')
+    with forwarded(PROMETHEUS_NAMESPACE, PROMETHEUS_SERVICE, 9090) as port:
+
+        def every_predictor_up() -> bool:
+            data = prometheus_api(port, up_query)
+            if data is None:
+                return False
+            up = {
+                each["metric"].get("pod"): each["value"][1] for each in data["result"]
+            }
+            return all(up.get(pod) == "1" for pod in pods)
+
+        eventually(every_predictor_up, 300, "up == 1 for every predictor")
+
+        def rules_loaded_and_evaluated() -> bool:
+            data = prometheus_api(port, "/api/v1/rules?type=alert")
+            if data is None:
+                return False
+            loaded = {
+                each["name"]: each["health"]
+                for group in data["groups"]
+                for each in group["rules"]
+            }
+            return all(loaded.get(alert) == "ok" for alert in alerts)
+
+        eventually(rules_loaded_and_evaluated, 120, "the chart's alerts evaluated")
 
 
 def test_predictions_through_the_node_port_on_the_host() -> None:
@@ -287,4 +363,248 @@ def test_helm_upgrade_with_a_changed_value_rolls_out_cleanly(
         assert environment["IRIS_LOG_LEVEL"] == "DEBUG"
     # The predictor's log level shapes no model: the same Job, no retraining.
     assert training_jobs(cluster) == jobs_before
+    assert post(NODE_PORT, PREDICT, KSERVE_EXAMPLE) == (200, {"predictions": [1, 1]})
+
+
+def test_helm_rollback_restores_the_previous_revision_without_retraining(
+    cluster: Cluster, load: Load
+) -> None:
+    jobs_before = training_jobs(cluster)
+    with load:
+        rolled = subprocess.run(
+            [
+                "helm",
+                "rollback",
+                RELEASE,
+                "--namespace",
+                NAMESPACE,
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert rolled.returncode == 0, rolled.stderr
+        eventually(lambda: deployment_ready(cluster), 300, "the rollout")
+    assert load.failure_ratio <= 0.01, (load.failure_ratio, load.failed[:10])
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=selector("predictor")
+    ).items
+    for pod in pods:
+        environment = {e.name: e.value for e in pod.spec.containers[0].env}
+        # The chart's default, before the upgrade above set DEBUG.
+        assert environment["IRIS_LOG_LEVEL"] == "INFO"
+    # The previous revision renders the same training Job: nothing retrains.
+    assert training_jobs(cluster) == jobs_before
+
+
+def helm_upgrade(*values: str) -> None:
+    """helm upgrade of the installed release, its values kept, plus `values`."""
+    upgraded = subprocess.run(
+        [
+            "helm",
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--reuse-values",
+            *values,
+            "--wait",
+            "--wait-for-jobs",
+            "--timeout",
+            "5m",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+
+
+def store_listing() -> dict[str, Any]:
+    """`python -m training versions --json`, run in a predictor with its own store
+    settings: listing only reads."""
+    listed = subprocess.run(
+        [
+            "kubectl",
+            "--namespace",
+            NAMESPACE,
+            "exec",
+            f"deploy/{RELEASE}",
+            "--",
+            "python",
+            "-m",
+            "training",
+            "versions",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    listing: dict[str, Any] = json.loads(listed.stdout)
+    return listing
+
+
+def test_a_helm_value_rolls_the_served_model_back(cluster: Cluster, load: Load) -> None:
+    current = served_version()
+    # The second training run above published over the first.
+    earlier = [
+        change["version"]
+        for change in store_listing()["history"]
+        if change["version"] != current
+    ]
+    assert earlier, "no earlier version to roll back to"
+    target = earlier[-1]
+    jobs_before = training_jobs(cluster)
+    with load:
+        helm_upgrade(
+            "--set-string",
+            f"training.rollback.to={target}",
+            "--set-string",
+            "training.rollback.reason=e2e",
+        )
+
+        def every_replica_serves_the_target() -> bool:
+            return all(served_version() == target for _ in range(6))
+
+        eventually(every_replica_serves_the_target, 120, "the rolled back version")
+    assert load.failed == [], load.failed[:10]
+    change = store_listing()["history"][-1]
+    assert (change["action"], change["version"], change["reason"]) == (
+        "rollback",
+        target,
+        "e2e",
+    )
+    assert change["previous_version"] == current
+    # Who: the rollback Job's pod, by its name.
+    assert change["by"].startswith(f"{RELEASE}-rollback-")
+    rollback_jobs = training_jobs(cluster) - jobs_before
+    assert len(rollback_jobs) == 1
+    assert rollback_jobs.pop().startswith(f"{RELEASE}-rollback-")
+    # Unset, the rollback Job goes and nothing retrains.
+    helm_upgrade("--set-string", "training.rollback.to=")
+    assert training_jobs(cluster) == jobs_before
+
+
+def test_draining_a_node_with_a_predictor_keeps_predictions_served(
+    cluster: Cluster, load: Load
+) -> None:
+    if STORAGE == "pvc":
+        # A ReadWriteOnce volume (kind's local-path) holds every predictor on its node.
+        pytest.skip("the chart promises spread only with shared storage")
+    pods = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
+    ).items
+    predictor_nodes = {
+        str(pod.spec.node_name)
+        for pod in pods
+        if pod.metadata.labels["app.kubernetes.io/component"] == "predictor"
+    }
+    # MinIO's volume is local-path too: draining its node would strand it.
+    minio_nodes = {
+        str(pod.spec.node_name)
+        for pod in pods
+        if pod.metadata.labels["app.kubernetes.io/component"] == "minio"
+    }
+    candidates = sorted(predictor_nodes - minio_nodes)
+    assert candidates, (predictor_nodes, minio_nodes)
+    node = candidates[0]
+    try:
+        with load:
+            drained = subprocess.run(
+                [
+                    "kubectl",
+                    "drain",
+                    node,
+                    "--ignore-daemonsets",
+                    "--delete-emptydir-data",
+                    "--timeout",
+                    "5m",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert drained.returncode == 0, drained.stderr
+            eventually(lambda: deployment_ready(cluster), 300, "two ready predictors")
+    finally:
+        subprocess.run(["kubectl", "uncordon", node], check=True)
+    assert load.answered > 100
+    assert load.failure_ratio <= 0.01, (load.failure_ratio, load.failed[:10])
+    moved = cluster.core.list_namespaced_pod(
+        NAMESPACE, label_selector=selector("predictor")
+    ).items
+    assert all(pod.spec.node_name != node for pod in moved)
+
+
+def test_uninstall_then_install_keeps_every_published_version(
+    cluster: Cluster,
+) -> None:
+    before = {row["version"] for row in store_listing()["versions"]}
+    values = subprocess.run(
+        [
+            "helm",
+            "get",
+            "values",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # Unset, so the reinstall renders no rollback Job.
+    installed = {**json.loads(values)}
+    installed.get("training", {}).pop("rollback", None)
+    uninstalled = subprocess.run(
+        [
+            "helm",
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    claims = cluster.core.list_namespaced_persistent_volume_claim(
+        NAMESPACE, label_selector=f"app.kubernetes.io/instance={RELEASE}"
+    ).items
+    # The models (PVC mode) or MinIO's data (minio mode) stay, by resource-policy keep.
+    assert claims, "the uninstall deleted the claim that holds the models"
+    reinstalled = subprocess.run(
+        [
+            "helm",
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--values",
+            "-",
+            "--wait",
+            "--wait-for-jobs",
+            "--timeout",
+            "5m",
+        ],
+        input=json.dumps(installed),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert reinstalled.returncode == 0, reinstalled.stderr
+    assert before <= {row["version"] for row in store_listing()["versions"]}
     assert post(NODE_PORT, PREDICT, KSERVE_EXAMPLE) == (200, {"predictions": [1, 1]})
