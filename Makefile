@@ -9,7 +9,7 @@ MODEL_DIR ?= models
 SOURCES := training predictor tests bench
 
 .PHONY: help venv lock run train test lint format bench clean chart-tools chart-docs chart-package \
-	screenshot test-image image kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e \
+	screenshot test-image image mlflow-server kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e \
 	kind-inferenceservice kind-prometheus
 
 help:
@@ -94,13 +94,27 @@ $(CHECKOV_INSTALLED): requirements/checkov.txt
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)
 
+# The MLflow server tests/unit/test_tracking.py records to, in a venv of its own so
+# .venv does not carry the full server's ~90 pins. requirements/mlflow.txt, from
+# mlflow.in.
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_INSTALLED := $(MLFLOW_VENV)/.installed
+
+$(MLFLOW_INSTALLED): requirements/mlflow.txt
+	rm -rf $(MLFLOW_VENV)
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --require-hashes --requirement $<
+	touch $@
+
+mlflow-server: $(MLFLOW_INSTALLED)
+
 # The values table in charts/iris/README.md, from values.yaml's comments; make test
 # fails when it is stale (tests/chart/test_values_table.py).
 chart-docs: $(INSTALLED)
 	$(BIN)/python -m tests.chart.values_table
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
-test: lint chart-tools
+test: lint chart-tools mlflow-server
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
@@ -235,4 +249,4 @@ print-%:
 	@echo '$($*)'
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(UV_VENV) $(MODEL_DIR) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) $(MLFLOW_VENV) $(UV_VENV) $(MODEL_DIR) dist .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -23,6 +23,7 @@ from training.store import ModelStore, StoreError, open_store
 from training.store.cli import parse_cli
 from training.store.errors import PointerConflictError
 from training.store.layout import METADATA_FILE, ModelMetadata, version_key
+from training.tracking import Tracker, TrackingUnavailableError
 from training.train import train
 
 log = logging.getLogger("training")
@@ -30,11 +31,13 @@ log = logging.getLogger("training")
 COMMANDS = ("versions", "rollback", "promote")
 
 
-def run(settings: TrainingSettings) -> ExitCode:
+def run(settings: TrainingSettings, tracker: Tracker | None = None) -> ExitCode:
     store = open_store(settings.model_uri)
     trained = train(settings)
     # A pod's host name is its name, which the history records as who published.
     outcome = publish_if_better(store, trained, settings, socket.gethostname())
+    if tracker is not None:
+        tracker.record_training(trained, outcome, settings.mlflow_experiment)
     verdict = outcome.verdict
     location = store.uri
     if outcome.published is not None:
@@ -119,6 +122,13 @@ def run_command(command: str, argv: Sequence[str]) -> int:
     settings, arguments = parse_cli(StoreCommandSettings, parser, argv)
     _configure_logging(settings.log_level)
     try:
+        tracker = _open_tracker(
+            settings.mlflow_tracking_uri, settings.mlflow_model_name
+        )
+    except TrackingUnavailableError as error:
+        log.error("%s", error)
+        return ExitCode.USAGE
+    try:
         store = open_store(settings.model_uri)
         if command == "versions":
             rows = list_versions(store)
@@ -146,8 +156,14 @@ def run_command(command: str, argv: Sequence[str]) -> int:
         log.error("store error: %s", error)
         return ExitCode.STORE_ERROR
     log.info("%s from=%s to=%s uri=%s", command, before, after, store.uri)
+    if tracker is not None:
+        tracker.move_champion(after)
     print(f"{command}: {store.uri} now serves {after} (was {before})")
     return ExitCode.PUBLISHED
+
+
+def _open_tracker(tracking_uri: str, model_name: str) -> Tracker | None:
+    return Tracker(tracking_uri, model_name) if tracking_uri else None
 
 
 def _configure_logging(level: str) -> None:
@@ -165,7 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(arguments)
     _configure_logging(settings.log_level)
     try:
-        return run(settings)
+        tracker = _open_tracker(
+            settings.mlflow_tracking_uri, settings.mlflow_model_name
+        )
+    except TrackingUnavailableError as error:
+        log.error("%s", error)
+        return ExitCode.USAGE
+    try:
+        return run(settings, tracker)
     except DataError as error:
         log.error("bad training data, nothing published: %s", error)
         return ExitCode.USAGE

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.store.cli import parse_cli
+from training.tracking import check_tracking_uri
+
+TrackingUri = Annotated[str, AfterValidator(check_tracking_uri)]
+TRACKING_URI_HELP = (
+    "An MLflow tracking server (http:// or https://) to record runs and the "
+    "champion alias in; empty for none. Credentials from MLFLOW_TRACKING_*."
+)
 
 
 class TrainingSettings(BaseSettings):
@@ -110,6 +117,13 @@ class TrainingSettings(BaseSettings):
         description="Published versions to keep, the current one included; "
         "at least 2 so a reader of the previous version is never cut off. Default 5.",
     )
+    mlflow_tracking_uri: TrackingUri = Field("", description=TRACKING_URI_HELP)
+    mlflow_experiment: str = Field(
+        "iris", min_length=1, description="The MLflow experiment. Default iris."
+    )
+    mlflow_model_name: str = Field(
+        "iris", min_length=1, description="The MLflow registered model. Default iris."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log verbosity. Default INFO."
     )
@@ -130,6 +144,10 @@ class StoreCommandSettings(BaseSettings):
         "./models", description="The store: a directory or s3://bucket/prefix."
     )
     reason: str = Field("", description="Why the pointer moves, kept in its history.")
+    mlflow_tracking_uri: TrackingUri = Field("", description=TRACKING_URI_HELP)
+    mlflow_model_name: str = Field(
+        "iris", min_length=1, description="The MLflow registered model."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log verbosity."
     )

@@ -237,7 +237,16 @@ def test_values_defaults_are_the_programs_own_defaults() -> None:
         fields.pop("modelUri")
         # The try-it page's switch is the chart's top-level ui.enabled.
         fields.pop("ui", None)
+        # MLflow's settings are the chart's training.mlflow, with its Secret.
+        tracking = {
+            name[len("mlflow") :][0].lower() + name[len("mlflow") + 1 :]: fields.pop(
+                name
+            )
+            for name in [name for name in fields if name.startswith("mlflow")]
+        }
         assert chart == fields
+        if settings is TrainingSettings:
+            assert values["training"]["mlflow"] == {**tracking, "existingSecret": ""}
     assert values["ui"]["enabled"] is PredictorSettings.model_fields["ui"].default
 
 

@@ -111,11 +111,12 @@ LOCKS = {
         Lock(
             "dev.txt",
             "pyproject.toml",
-            extras=("test", "lint"),
+            extras=("test", "lint", "mlflow"),
             constraints=("runtime.txt",),
         ),
         Lock("sbom.txt", f"{REQUIREMENTS}/sbom.in", in_image=True),
         Lock("checkov.txt", f"{REQUIREMENTS}/checkov.in"),
+        Lock("mlflow.txt", f"{REQUIREMENTS}/mlflow.in"),
     ]
 }
 

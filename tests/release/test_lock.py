@@ -161,13 +161,17 @@ def test_the_venv_installs_the_dev_lock_with_hashes_and_the_project_alone() -> N
     ]
 
 
-def test_the_checkov_venv_installs_its_lock_with_hashes() -> None:
+@pytest.mark.parametrize(
+    ("venv", "lock_name"),
+    [(".venv-checkov", "checkov.txt"), (".venv-mlflow", "mlflow.txt")],
+)
+def test_a_tool_venv_installs_its_lock_with_hashes(venv: str, lock_name: str) -> None:
     installs = [
         shlex.split(command)
-        for command in make_dry_run(".venv-checkov/.installed")
+        for command in make_dry_run(f"{venv}/.installed")
         if "pip install" in command
     ]
-    lock = LOCKS["checkov.txt"].relative_path
+    lock = LOCKS[lock_name].relative_path
     assert [arguments[1:] for arguments in installs] == [
         ["install", "--quiet", "--require-hashes", "--requirement", lock]
     ]

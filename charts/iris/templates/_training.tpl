@@ -59,6 +59,27 @@ template:
           {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
           {{- end }}
           {{- include "iris.settingsEnv" $settings | trim | nindent 10 }}
+          {{- with .Values.training.mlflow }}
+          {{- if .trackingUri }}
+          - name: IRIS_MLFLOW_TRACKING_URI
+            value: {{ .trackingUri | quote }}
+          - name: IRIS_MLFLOW_EXPERIMENT
+            value: {{ .experiment | quote }}
+          - name: IRIS_MLFLOW_MODEL_NAME
+            value: {{ .modelName | quote }}
+          {{- $secret := .existingSecret }}
+          {{- range list "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" "MLFLOW_TRACKING_TOKEN" }}
+          {{- if $secret }}
+          - name: {{ . }}
+            valueFrom:
+              secretKeyRef:
+                name: {{ $secret | quote }}
+                key: {{ . }}
+                optional: true
+          {{- end }}
+          {{- end }}
+          {{- end }}
+          {{- end }}
           {{- with .Values.training.extraEnv }}
           {{- toYaml . | nindent 10 }}
           {{- end }}

@@ -1,0 +1,229 @@
+"""MLflow tracking against a real MLflow server (SQLite, local artifacts) on 127.0.0.1.
+
+The server runs from .venv-mlflow (``make mlflow-server``: the server's ~90 pins
+stay out of .venv); the runs, the registry and the alias are read back through
+mlflow-skinny's ``MlflowClient``, the client training itself uses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import free_port, wait_for_port
+from tests.unit.test_training import run_training
+from training.gate import ExitCode
+from training.store import open_store
+from training.tracking import CHAMPION_ALIAS, STORE_VERSION_TAG
+
+REPO = Path(__file__).resolve().parents[2]
+MLFLOW = REPO / ".venv-mlflow" / "bin" / "mlflow"
+# The smallest training that still passes the default gate on Iris.
+TINY = ("--n_estimators", "5", "--cv_folds", "2")
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not MLFLOW.exists():
+        pytest.fail(f"{MLFLOW} is missing: run make mlflow-server")
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(MLFLOW),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "server.log").open("wb"),
+    )
+    try:
+        # The first start migrates the SQLite schema, which takes a while.
+        wait_for_port(port, process, timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def train_tracked(
+    uri: str, models: Path, name: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return run_training(
+        "--model_uri",
+        str(models),
+        "--mlflow_tracking_uri",
+        uri,
+        "--mlflow_experiment",
+        name,
+        "--mlflow_model_name",
+        name,
+        *TINY,
+        *extra,
+    )
+
+
+def runs(client: MlflowClient, experiment: str) -> list[Any]:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    return list(
+        client.search_runs([found.experiment_id], order_by=["attributes.start_time"])
+    )
+
+
+def champion_store_version(client: MlflowClient, name: str) -> str:
+    version = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    return str(version.tags[STORE_VERSION_TAG])
+
+
+def current_version(models: Path) -> str:
+    pointer = open_store(str(models)).read_pointer()
+    assert pointer is not None
+    return pointer.version
+
+
+def test_a_publish_records_the_run_and_makes_it_champion(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    result = train_tracked(tracking_uri, models, "publish")
+
+    assert result.returncode == ExitCode.PUBLISHED, result.stderr
+    client = MlflowClient(tracking_uri)
+    published = current_version(models)
+    store = open_store(str(models))
+    pointer = store.read_pointer()
+    assert pointer is not None
+    metrics = store.load(pointer).metadata.metrics
+    [run] = runs(client, "publish")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["n_estimators"] == "5"
+    assert run.data.params["cv_folds"] == "2"
+    assert run.data.metrics["accuracy"] == pytest.approx(metrics.accuracy)
+    assert run.data.metrics["cv_accuracy_mean"] == pytest.approx(
+        metrics.cv_accuracy_mean
+    )
+    assert run.data.metrics["gate_exit_code"] == ExitCode.PUBLISHED
+    assert run.data.tags["gate.verdict"] == "published"
+    assert run.data.tags[STORE_VERSION_TAG] == published
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert artifacts == {"confusion_matrix.json", "model"}
+    model_files = {
+        item.path for item in client.list_artifacts(run.info.run_id, "model")
+    }
+    assert model_files == {"model/model.skops", "model/model_card.json"}
+    downloaded = Path(
+        client.download_artifacts(
+            run.info.run_id, "confusion_matrix.json", str(tmp_path)
+        )
+    )
+    matrix = json.loads(downloaded.read_text())
+    assert matrix["matrix"] == metrics.confusion_matrix
+    assert champion_store_version(client, "publish") == published
+    champion = client.get_model_version_by_alias("publish", CHAMPION_ALIAS)
+    assert champion.run_id == run.info.run_id
+
+
+def test_a_refused_model_logs_the_verdict_and_moves_nothing(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    assert train_tracked(tracking_uri, models, "refused").returncode == 0
+    published = current_version(models)
+
+    refused = train_tracked(
+        tracking_uri,
+        models,
+        "refused",
+        "--algorithm",
+        "decision_tree",
+        "--max_depth",
+        "1",
+    )
+
+    assert refused.returncode == ExitCode.BELOW_MIN_ACCURACY, refused.stderr
+    client = MlflowClient(tracking_uri)
+    first, second = runs(client, "refused")
+    assert second.data.tags["gate.verdict"] == "below_min_accuracy"
+    assert second.data.tags["gate.published"] == "false"
+    assert second.data.metrics["gate_exit_code"] == ExitCode.BELOW_MIN_ACCURACY
+    assert STORE_VERSION_TAG not in second.data.tags
+    registered = client.search_model_versions("name='refused'")
+    assert [version.run_id for version in registered] == [first.info.run_id]
+    assert champion_store_version(client, "refused") == published
+    assert current_version(models) == published
+
+
+def test_rollback_and_promote_move_the_alias(tracking_uri: str, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    assert train_tracked(tracking_uri, models, "rollback").returncode == 0
+    first = current_version(models)
+    assert (
+        train_tracked(tracking_uri, models, "rollback", "--force", "true").returncode
+        == 0
+    )
+    second = current_version(models)
+    client = MlflowClient(tracking_uri)
+    assert champion_store_version(client, "rollback") == second
+    where = ("--model_uri", str(models), "--mlflow_tracking_uri", tracking_uri)
+    names = ("--mlflow_model_name", "rollback")
+
+    rolled = run_training("rollback", *where, *names)
+
+    assert rolled.returncode == ExitCode.PUBLISHED, rolled.stderr
+    assert champion_store_version(client, "rollback") == first
+    promoted = run_training("promote", second, *where, *names)
+    assert promoted.returncode == ExitCode.PUBLISHED, promoted.stderr
+    assert champion_store_version(client, "rollback") == second
+
+
+def warnings_from(stderr: str, logger: str) -> list[str]:
+    return [
+        line
+        for line in stderr.splitlines()
+        if "level=WARNING" in line.split() and f"logger={logger}" in line.split()
+    ]
+
+
+def test_an_unreachable_server_warns_once_and_publishing_goes_on(
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+
+    result = train_tracked(nothing_listens, models, "unreachable")
+
+    assert result.returncode == ExitCode.PUBLISHED, result.stderr
+    assert len(open_store(str(models)).list_versions()) == 1
+    assert len(warnings_from(result.stderr, "training.tracking")) == 1
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["ftp://127.0.0.1/mlflow", "127.0.0.1:5000", "http://127.0.0.1:port", "http://"],
+)
+def test_a_bad_tracking_uri_exits_2_and_trains_nothing(
+    tmp_path: Path, uri: str
+) -> None:
+    models = tmp_path / "models"
+
+    result = train_tracked(uri, models, "bad")
+
+    assert result.returncode == ExitCode.USAGE
+    assert "mlflow_tracking_uri" in result.stderr
+    assert not models.exists()
