@@ -210,11 +210,19 @@ def test_training_publishes_a_verified_version(published: Published) -> None:
         for path in published.root.rglob("*")
         if path.is_file()
     )
-    assert files == [
-        "latest.json",
-        f"versions/{version}/metadata.json",
-        f"versions/{version}/model.skops",
-    ]
+    history = [name for name in files if name.startswith("history/")]
+    assert files == sorted(
+        [
+            *history,
+            "latest.json",
+            f"versions/{version}/grid.npz",
+            f"versions/{version}/metadata.json",
+            f"versions/{version}/model.skops",
+        ]
+    )
+    # One pointer change, the publish, is recorded.
+    assert len(history) == 1
+    assert history[0].endswith(".json")
     # Written by UID 1000, the only user the container has.
     assert {path.stat().st_uid for path in published.root.rglob("*")} == {UID}
 
