@@ -122,4 +122,5 @@ LABEL org.opencontainers.image.title="iris" \
       org.opencontainers.image.version="$VERSION" \
       org.opencontainers.image.revision="$REVISION" \
       org.opencontainers.image.source="$SOURCE" \
+      org.opencontainers.image.url="$SOURCE" \
       org.opencontainers.image.licenses="Apache-2.0"
