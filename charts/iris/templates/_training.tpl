@@ -1,4 +1,15 @@
 {{/*
+The training Job is named from a hash of its own spec (the image, the training
+settings, everything that shapes the model): an upgrade that changes none of them
+keeps the finished Job and does not retrain, one that does runs a new Job rather than
+editing an immutable one, and `helm template` (Argo CD) names it the same every time.
+*/}}
+{{- define "iris.trainingJobName" -}}
+{{- $hash := include "iris.trainingJobSpec" . | sha256sum | trunc 10 }}
+{{- printf "%s-train-%s" (include "iris.fullname" . | trunc 46 | trimSuffix "-") $hash }}
+{{- end }}
+
+{{/*
 The spec of a training Job, for the install/upgrade Job and the CronJob alike.
 */}}
 {{- define "iris.trainingJobSpec" -}}
@@ -46,7 +57,7 @@ template:
       {{- toYaml . | nindent 6 }}
     {{- end }}
     securityContext:
-      {{- include "iris.podSecurityContext" . | nindent 6 }}
+      {{- toYaml .Values.podSecurityContext | nindent 6 }}
     containers:
       - name: train
         image: {{ include "iris.image" . }}
@@ -88,7 +99,7 @@ template:
           {{- toYaml . | nindent 10 }}
         {{- end }}
         securityContext:
-          {{- include "iris.containerSecurityContext" . | nindent 10 }}
+          {{- toYaml .Values.containerSecurityContext | nindent 10 }}
         resources:
           {{- toYaml .Values.training.resources | nindent 10 }}
         volumeMounts:
