@@ -78,19 +78,17 @@ Names of the objects, each in one place.
 {{- end }}
 {{- end }}
 
-{{- define "iris.predictorServiceAccountName" -}}
-{{- if .Values.predictor.serviceAccount.create }}
-{{- default (printf "%s-predictor" (include "iris.fullname" . | trunc 53 | trimSuffix "-")) .Values.predictor.serviceAccount.name }}
+{{/*
+A workload's ServiceAccount: (dict "context" $ "component" "predictor" "account"
+.Values.predictor.serviceAccount); <fullname>-<component> when created.
+*/}}
+{{- define "iris.serviceAccountName" -}}
+{{- $account := .account }}
+{{- if $account.create }}
+{{- $base := include "iris.fullname" .context | trunc (int (sub 62 (len .component))) | trimSuffix "-" }}
+{{- default (printf "%s-%s" $base .component) $account.name }}
 {{- else }}
-{{- default "default" .Values.predictor.serviceAccount.name }}
-{{- end }}
-{{- end }}
-
-{{- define "iris.trainingServiceAccountName" -}}
-{{- if .Values.training.serviceAccount.create }}
-{{- default (printf "%s-training" (include "iris.fullname" . | trunc 54 | trimSuffix "-")) .Values.training.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.training.serviceAccount.name }}
+{{- default "default" $account.name }}
 {{- end }}
 {{- end }}
 
@@ -177,25 +175,16 @@ The S3 endpoint: the bundled MinIO's Service, or the external one from values.
 {{- end }}
 
 {{/*
-The Secret holding the S3 keys: the user's, or the one this chart generates for the
-bundled MinIO.
+The Secret the training Job (and by default the predictors) read the S3 keys from:
+storage.s3.existingSecret, else <fullname>-s3, which the bundled MinIO's keys Job
+makes. Empty when the pods take no keys at all: an external endpoint without
+existingSecret uses the AWS credential chain (workload identity).
 */}}
 {{- define "iris.s3SecretName" -}}
 {{- if .Values.storage.s3.existingSecret }}
 {{- .Values.storage.s3.existingSecret }}
-{{- else }}
+{{- else if .Values.minio.enabled }}
 {{- printf "%s-s3" (include "iris.fullname" . | trunc 60 | trimSuffix "-") }}
-{{- end }}
-{{- end }}
-
-{{/*
-The Secret the training Job reads its S3 keys from. Empty when the pods take no keys at
-all: an external endpoint without existingSecret uses the AWS credential chain
-(workload identity).
-*/}}
-{{- define "iris.s3TrainingSecretName" -}}
-{{- if or .Values.minio.enabled .Values.storage.s3.existingSecret }}
-{{- include "iris.s3SecretName" . }}
 {{- end }}
 {{- end }}
 

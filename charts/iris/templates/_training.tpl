@@ -46,7 +46,7 @@ template:
     {{- end }}
   spec:
     restartPolicy: Never
-    serviceAccountName: {{ include "iris.trainingServiceAccountName" . }}
+    serviceAccountName: {{ include "iris.serviceAccountName" (dict "context" . "component" "training" "account" .Values.training.serviceAccount) }}
     automountServiceAccountToken: false
     enableServiceLinks: false
     {{- with .Values.training.priorityClassName }}
@@ -64,7 +64,7 @@ template:
         imagePullPolicy: {{ .Values.image.pullPolicy }}
         command: ["python", "-m", "training"]
         env:
-          {{- include "iris.storeEnv" (dict "context" . "secret" (include "iris.s3TrainingSecretName" .)) | trim | nindent 10 }}
+          {{- include "iris.storeEnv" (dict "context" . "secret" (include "iris.s3SecretName" .)) | trim | nindent 10 }}
           {{- $settings := .Values.training.settings }}
           {{- if eq (int $settings.maxDepth) 0 }}
           {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
