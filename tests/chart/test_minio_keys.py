@@ -125,6 +125,12 @@ def test_an_existing_secret_without_a_key_is_refused_and_kept(
     assert "['secret-access-key']" in failure(done.stderr)["reason"]
     assert api.secrets[SECRET] is partial
     assert [call.method for call in api.calls] == ["GET"]
+    # A retry would refuse again: the Job fails at once on this exit code.
+    (fail,) = [
+        r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"
+    ]
+    assert EXIT_INCOMPLETE in fail["onExitCodes"]["values"]
+    assert EXIT_FORBIDDEN not in fail["onExitCodes"]["values"]
 
 
 def test_only_the_keys_job_holds_a_token_and_its_role_reaches_one_secret(
