@@ -138,6 +138,22 @@ def test_the_training_job_completed_and_published(cluster: Cluster) -> None:
     assert "published version=" in log
 
 
+def test_the_minio_keys_job_made_the_secret_outside_the_release(
+    cluster: Cluster,
+) -> None:
+    if STORAGE != "minio":
+        pytest.skip("only the bundled MinIO has its keys made by a Job")
+    jobs = cluster.batch.list_namespaced_job(
+        NAMESPACE, label_selector=selector("minio-keys")
+    ).items
+    assert jobs, "no keys Job"
+    assert all(job.status.succeeded for job in jobs), [j.metadata.name for j in jobs]
+    secret = cluster.core.read_namespaced_secret(f"{RELEASE}-s3", NAMESPACE)
+    assert set(secret.data) == {"access-key-id", "secret-access-key"}
+    # Not Helm's object: an uninstall leaves it, and the reinstall test reads the data.
+    assert "app.kubernetes.io/managed-by" not in (secret.metadata.labels or {})
+
+
 def test_two_ready_predictors_on_different_nodes_where_possible(
     cluster: Cluster,
 ) -> None:
