@@ -80,6 +80,14 @@ class PredictorProcess:
                 return float(value)
         return 0.0
 
+    def peak_rss_bytes(self) -> int:
+        """The most memory the process has held resident so far (VmHWM)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmHWM for pid {self.process.pid}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
