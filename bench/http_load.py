@@ -7,14 +7,20 @@ the server's memory read from /proc.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import os
+import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from training.settings import TrainingSettings
 from training.store import open_store
@@ -211,3 +217,39 @@ async def open_loop(
         accepted_per_second=in_window / sending,
         unanswered=unanswered,
     )
+
+
+def ratios(
+    ours: Mapping[str, Any], baseline: Mapping[str, Any], names: Sequence[str]
+) -> str:
+    """``name ours/baseline`` for each measure the baseline has a value for."""
+    return ", ".join(
+        f"{name} {float(ours[name]) / float(baseline[name]):.2f}"
+        for name in names
+        if float(baseline[name])
+    )
+
+
+def when_and_where() -> dict[str, str]:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores",
+    }
+
+
+def run_bench(
+    description: str,
+    measure: Callable[[int], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    results: Path,
+) -> None:
+    """Parse ``--seconds``/``--quick``, measure, write the JSON, print the table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=int, default=10, help="per measure")
+    parser.add_argument("--quick", action="store_true", help="2 s per measure")
+    args = parser.parse_args()
+    measured = measure(2 if args.quick else args.seconds)
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(measured, indent=2) + "\n")
+    print(table(measured))

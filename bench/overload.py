@@ -20,14 +20,10 @@ and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
-import platform
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.http_load import (
     Tally,
@@ -37,6 +33,9 @@ from bench.http_load import (
     percentile_ms,
     pid_listening,
     published_default_model,
+    ratios,
+    run_bench,
+    when_and_where,
 )
 from bench.servers import running
 
@@ -99,7 +98,7 @@ def overload(
     )
 
 
-def measure(seconds: float) -> dict[str, object]:
+def measure(seconds: int) -> dict[str, Any]:
     with published_default_model() as models:
         capacities = {
             server: round(capacity_of(variant, models, seconds), 1)
@@ -115,9 +114,7 @@ def measure(seconds: float) -> dict[str, object]:
                 )
                 print(outcomes[-1], flush=True)
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores",
+        **when_and_where(),
         "seconds": seconds,
         "capacity_per_second": capacities,
         "outcomes": [asdict(outcome) for outcome in outcomes],
@@ -127,8 +124,8 @@ def measure(seconds: float) -> dict[str, object]:
 RATIOS = ("ok_per_second", "accepted_p50_ms", "accepted_p99_ms", "peak_rss_mb")
 
 
-def table(results: dict[str, object]) -> str:
-    rows: list[dict[str, float | str]] = results["outcomes"]  # type: ignore[assignment]
+def table(results: dict[str, Any]) -> str:
+    rows: list[dict[str, Any]] = results["outcomes"]
     lines = [
         f"capacity {results['capacity_per_second']} req/s, {results['date']}, "
         f"{results['machine']}",
@@ -147,24 +144,12 @@ def table(results: dict[str, object]) -> str:
             next(r for r in rows if r["server"] == s and r["load"] == load)
             for s in ("iris", "baseline")
         )
-        ratios = ", ".join(
-            f"{name} {float(ours[name]) / float(baseline[name]):.2f}"
-            for name in RATIOS
-            if float(baseline[name])
-        )
-        lines.append(f"iris/baseline at {load}x: {ratios}")
+        lines.append(f"iris/baseline at {load}x: {ratios(ours, baseline, RATIOS)}")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--quick", action="store_true", help="2 s per measure")
-    args = parser.parse_args()
-    results = measure(2 if args.quick else args.seconds)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    run_bench(__doc__.splitlines()[0], measure, table, RESULTS)
 
 
 if __name__ == "__main__":

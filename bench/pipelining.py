@@ -23,18 +23,14 @@ bench/results/pipelining.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
 import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.http_load import (
     REQUEST,
@@ -44,8 +40,11 @@ from bench.http_load import (
     pid_listening,
     polite_client,
     published_default_model,
+    ratios,
     read_answer,
     record,
+    run_bench,
+    when_and_where,
 )
 from bench.servers import running
 from bench.serving import Load, drive
@@ -157,7 +156,7 @@ def run_variant(
     )
 
 
-def measure(seconds: int) -> dict[str, object]:
+def measure(seconds: int) -> dict[str, Any]:
     outcomes: list[Outcome] = []
     with published_default_model() as models, tempfile.TemporaryDirectory() as bodies:
         for variant in VARIANTS:
@@ -168,9 +167,7 @@ def measure(seconds: int) -> dict[str, object]:
             print(outcomes[-1], flush=True)
     capacity = outcomes[0].polite_per_second
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores",
+        **when_and_where(),
         "seconds": seconds,
         "capacity_per_second": capacity,
         "outcomes": [asdict(outcome) for outcome in outcomes],
@@ -186,8 +183,8 @@ RATIOS = (
 )
 
 
-def table(results: dict[str, object]) -> str:
-    rows: list[dict[str, float | str]] = results["outcomes"]  # type: ignore[assignment]
+def table(results: dict[str, Any]) -> str:
+    rows: list[dict[str, Any]] = results["outcomes"]
     lines = [
         f"capacity (today) {results['capacity_per_second']} req/s; pipelining at "
         f"{LOAD}x on {PIPELINING_CONNECTIONS} connections; {results['date']}, "
@@ -209,24 +206,12 @@ def table(results: dict[str, object]) -> str:
     for row in rows:
         if row is today:
             continue
-        ratios = ", ".join(
-            f"{name} {float(row[name]) / float(today[name]):.2f}"
-            for name in RATIOS
-            if float(today[name])
-        )
-        lines.append(f"{row['variant']}/today: {ratios}")
+        lines.append(f"{row['variant']}/today: {ratios(row, today, RATIOS)}")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="2 s per measure")
-    args = parser.parse_args()
-    results = measure(2 if args.quick else args.seconds)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    run_bench(__doc__.splitlines()[0], measure, table, RESULTS)
 
 
 if __name__ == "__main__":
