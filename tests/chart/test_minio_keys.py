@@ -14,10 +14,12 @@ import pytest
 from tests.chart.apiserver import ApiServer, Call, keys_job, run_keys_job, serving
 from tests.chart.pods import describe, pod_spec_of, workloads
 from tests.chart.render import MODES, NAMESPACE, RELEASE, Manifest, Manifests
+from tests.conftest import free_port
 
 SECRET = f"{RELEASE}-s3"
 SECRETS_PATH = f"/api/v1/namespaces/{NAMESPACE}/secrets"
 EXIT_FORBIDDEN = 3
+EXIT_API = 4
 EXIT_INCOMPLETE = 5
 KEYS = ("access-key-id", "secret-access-key")
 
@@ -113,6 +115,20 @@ def test_a_forbidden_call_fails_with_its_own_exit_code_and_says_why(
     )
     assert api.calls[-1].status == 403
     assert api.secrets == {}
+
+
+def test_an_unreachable_api_exits_4_for_the_job_to_retry(
+    manifests: Manifests, job: Manifest, api: ApiServer
+) -> None:
+    api.port = free_port()
+    done = run_keys_job(job, manifests, api)
+    assert done.returncode == EXIT_API
+    assert f"https://127.0.0.1:{api.port}" in failure(done.stderr)["reason"]
+    assert api.calls == []
+    (fail,) = [
+        r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob"
+    ]
+    assert EXIT_API not in fail["onExitCodes"]["values"]
 
 
 def test_an_existing_secret_without_a_key_is_refused_and_kept(
