@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.api.conftest import JSON, PredictorProcess
+from tests.api.conftest import JSON, PredictorProcess, serving
 
 PREDICT = "/v1/models/iris:predict"
 GOOD_BODY = json.dumps({"instances": [[6.8, 2.8, 4.8, 1.4]]}).encode()
@@ -218,17 +218,15 @@ def limited(
 ) -> Iterator[PredictorProcess]:
     """A predictor with small limits: two requests in flight, bodies in 2 s; and
     scikit-learn's own evaluator, so that a large batch costs milliseconds of CPU."""
-    server = PredictorProcess(
+    with serving(
         tmp_path_factory.mktemp("limited") / "predictor.log",
         "--model_uri",
         str(published_default),
         "--evaluator",
         "sklearn",
         env={"IRIS_MAX_IN_FLIGHT": "2", "IRIS_BODY_TIMEOUT_SECONDS": "2"},
-    )
-    server.wait_until("/v1/models/iris", 200)
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def test_an_incomplete_body_times_out_with_408(limited: PredictorProcess) -> None:

@@ -16,6 +16,7 @@ from predictor.internals import (
     ConnectionLimits,
     drop_request_timing,
     require_routes_first,
+    serve_wrapped,
     use_http_protocol,
     wrap_sigterm,
 )
@@ -84,3 +85,13 @@ def test_a_uvicorn_that_starts_requests_otherwise_fails_the_check(
     monkeypatch.setattr(HttpToolsProtocol, "_start_asgi_task", start_request)
     with pytest.raises(BrokenAssumptionError, match="_start_asgi_task"):
         use_http_protocol(RestServer(), LIMITS)
+
+
+def test_a_rest_server_not_running_kserves_app_fails_the_check() -> None:
+    class RestServer:
+        config = uvicorn.Config("somewhere.else:app")
+
+    with pytest.raises(BrokenAssumptionError, match=r"kserve\.model_server:app"):
+        serve_wrapped(RestServer(), lambda app: app)
+    with pytest.raises(BrokenAssumptionError, match="_rest_server"):
+        serve_wrapped(object(), lambda app: app)
