@@ -225,6 +225,40 @@ def test_an_incomplete_body_times_out_with_408(limited: PredictorProcess) -> Non
         assert time.monotonic() - started < 5
 
 
+def test_an_incomplete_v2_body_times_out_with_408_not_500(
+    limited: PredictorProcess,
+) -> None:
+    # FastAPI reads the v2 body: the guard's answer must still be the one sent.
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "data": [6.8, 2.8, 4.8, 1.4],
+                }
+            ]
+        }
+    ).encode()
+    request = raw_request(
+        "POST", "/v2/models/iris/infer", body, Content_Type="application/json"
+    )
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as sock:
+        sock.sendall(request[:-5])
+        assert status_of(sock) == 408
+    timed_out = limited.metric(
+        "iris_http_requests_total", route="/v2/models/{model}/infer", code="408"
+    )
+    assert timed_out >= 1
+    assert (
+        limited.metric(
+            "iris_http_requests_total", route="/v2/models/{model}/infer", code="500"
+        )
+        == 0
+    )
+
+
 def test_past_max_in_flight_inference_gets_a_fast_503(
     limited: PredictorProcess,
 ) -> None:
