@@ -9,8 +9,12 @@
   ``Content-Length`` says so, or as soon as a chunked body grows past it. A body that
   ends before its Content-Length is 400, one still incomplete after
   ``body_timeout_seconds`` is 408; either way nothing is predicted.
-- Past ``max_in_flight`` inference requests at once, more get a fast 503 with
-  ``Retry-After``: overload sheds load rather than growing every request's latency.
+- An inference request parsed while ``max_in_flight`` requests of any kind, on any
+  connection, have been parsed and not yet answered gets a fast 503 with
+  ``Retry-After`` instead of an answer: overload sheds load rather than queueing it.
+  A request accepted thus has fewer than ``max_in_flight`` others ahead of it, so its
+  wait is bounded by theirs (and by the cheap 503s sent meanwhile), not by the load;
+  requests the server has not yet read from their sockets are not counted.
 - ``POST /v1/models/<model>:predict`` for the served model is answered here
   (``predictor.v1_predict``), without Starlette's and FastAPI's middleware and
   routing; everything else goes on to KServe's app.
@@ -32,6 +36,7 @@ import orjson
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from predictor.internals import REQUESTS_AHEAD
 from predictor.metrics import HTTP_DURATION, HTTP_REQUESTS
 from predictor.model import IrisModel
 from predictor.routes import V1_PREDICT, V2_INFER, RouteLabel, label_of, route_of
@@ -135,7 +140,24 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
         self.max_in_flight = max_in_flight
         self.body_timeout_seconds = body_timeout_seconds
+        # Inference requests in the guard: what sheds where no protocol counts ahead.
         self.in_flight = 0
+        shed_body = orjson.dumps(
+            {
+                "error": f"over capacity: {max_in_flight} requests in flight or "
+                "waiting; retry after 1 s"
+            }
+        )
+        self._shed_start: Message = {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(shed_body)),
+                (b"retry-after", b"1"),
+            ],
+        }
+        self._shed_body: Message = {"type": "http.response.body", "body": shed_body}
         self.v1_predict_path = f"/v1/models/{model.name}:predict"
         self._deadlines = _BodyDeadlines(body_timeout_seconds)
         # Each series' child, looked up once rather than by labels() per request.
@@ -177,6 +199,14 @@ class RequestGuard:
         receive: Receive,
         send: Send,
     ) -> None:
+        inference = label.inference
+        if inference and (
+            max(self.in_flight, scope.get(REQUESTS_AHEAD, 0)) >= self.max_in_flight
+        ):
+            response.status, response.started = 503, True
+            await send(self._shed_start)
+            await send(self._shed_body)
+            return
         method = scope["method"]
         headers: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:
@@ -185,16 +215,6 @@ class RequestGuard:
         refusal = self._refusal(method, label, headers)
         if refusal is not None:
             await _send_error(send, response, *refusal)
-            return
-        inference = label.inference
-        if inference and self.in_flight >= self.max_in_flight:
-            await _send_error(
-                send,
-                response,
-                503,
-                f"over capacity: {self.in_flight} requests in flight; retry",
-                [(b"retry-after", b"1")],
-            )
             return
         self.in_flight += inference
         try:

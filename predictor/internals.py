@@ -17,11 +17,16 @@ once, loudly, rather than quietly serving without a guarantee:
   (``predictor.routes.OWN_ENDPOINTS``) must sit ahead of KServe's for the same paths.
 - uvicorn's ``HttpToolsProtocol`` keeps pipelined requests in ``self.pipeline`` and
   reads through ``self.flow``; ``LimitedHttpToolsProtocol`` bounds both.
+- It starts every parsed request's task in ``_start_asgi_task(cycle, app)`` and keeps
+  the started, unfinished ones in ``self.tasks``, the server-wide
+  ``ServerState.tasks``: ``LimitedHttpToolsProtocol`` writes their number into each
+  request's scope (``REQUESTS_AHEAD``), for the guard to shed by.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -36,7 +41,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp
 from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.server import ServerState
 
 from predictor.routes import ENDPOINTS
 
@@ -47,6 +56,10 @@ WRITTEN_AGAINST = {
     "uvicorn": "0.54.0",
     "httptools": "0.9.0",
 }
+
+# The scope key under which each request carries the number of requests the whole
+# server had parsed, and not yet answered, when it was parsed.
+REQUESTS_AHEAD = "iris.requests_ahead"
 
 SignalHandler = Callable[[int, FrameType | None], Any]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -107,10 +120,22 @@ def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
     require(
         all(
             hasattr(HttpToolsProtocol, name)
-            for name in ("data_received", "on_headers_complete", "on_response_complete")
+            for name in (
+                "data_received",
+                "on_headers_complete",
+                "on_response_complete",
+                "_start_asgi_task",
+            )
         ),
-        "uvicorn's HttpToolsProtocol has data_received, on_headers_complete and "
-        "on_response_complete",
+        "uvicorn's HttpToolsProtocol has data_received, on_headers_complete, "
+        "on_response_complete and _start_asgi_task",
+    )
+    require(
+        list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters)
+        == ["self", "cycle", "app"]
+        and isinstance(getattr(ServerState(), "tasks", None), set),
+        "uvicorn's HttpToolsProtocol starts each request by "
+        "_start_asgi_task(cycle, app) and keeps its task in ServerState.tasks, a set",
     )
     config.http = type(
         "LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits}
@@ -203,6 +228,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
       soon as the limit is passed, not after httptools has buffered them whole.
     - Pipelining: at most ``max_pipelined`` requests are queued; the rest of what was
       read stays unparsed, and nothing more is read, until the queue drains.
+    - Each request's scope carries ``REQUESTS_AHEAD``: how many requests, on every
+      connection, had been started and not finished when it was. A request that
+      arrived whole never pauses at an await, so only this counts the ones that
+      wait in the event loop's queue.
     """
 
     FEED_BYTES = 8192
@@ -220,6 +249,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = _PipelineFlowControl(transport, self)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.scope[REQUESTS_AHEAD] = len(self.tasks)  # type: ignore[literal-required]
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         self.unparsed += data
