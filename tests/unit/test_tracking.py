@@ -1,11 +1,10 @@
 """MLflow tracking against a real MLflow server (SQLite, local artifacts) on 127.0.0.1.
 
-The server runs from .venv-mlflow (``make mlflow-server``: the server's ~90 pins
-stay out of .venv), once for the module; the runs, the registry and the alias are
-read back through mlflow-skinny's ``MlflowClient``, the client training itself uses.
-The program runs in process (``training.__main__.main``): these tests are about what
-is recorded, and an interpreter's start-up per run would cost seconds each; the
-image test runs it as a process.
+The server is tests/conftest.py's ``mlflow_server``, one for the session; the runs,
+the registry and the alias are read back through mlflow-skinny's ``MlflowClient``,
+the client training itself uses. The program runs in process
+(``training.__main__.main``): these tests are about what is recorded, and an
+interpreter's start-up per run costs seconds; tests/image runs it as a process.
 """
 
 from __future__ import annotations
@@ -13,57 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 from training.__main__ import main
 from training.gate import ExitCode
 from training.store import open_store
 from training.tracking import CHAMPION_ALIAS, CV_SCORES_METRIC, STORE_VERSION_TAG
 
-REPO = Path(__file__).resolve().parents[2]
-MLFLOW = REPO / ".venv-mlflow" / "bin" / "mlflow"
 # The smallest training that still passes the default gate on Iris.
 TINY = ("--n_estimators", "5", "--cv_folds", "2")
-
-
-@pytest.fixture(scope="session")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not MLFLOW.exists():
-        pytest.fail(f"{MLFLOW} is missing: run make mlflow-server")
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(MLFLOW),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(root / "server.log").open("wb"),
-    )
-    try:
-        # The first start migrates the SQLite schema, which takes a while.
-        wait_for_port(port, process, timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def train_tracked(uri: str, models: Path, name: str, *extra: str) -> int:
@@ -103,11 +65,11 @@ def current_version(models: Path) -> str:
 
 
 def test_a_publish_records_the_run_and_makes_it_champion(
-    tracking_uri: str, tmp_path: Path
+    mlflow_server: str, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    assert train_tracked(tracking_uri, models, "publish") == ExitCode.PUBLISHED
-    client = MlflowClient(tracking_uri)
+    assert train_tracked(mlflow_server, models, "publish") == ExitCode.PUBLISHED
+    client = MlflowClient(mlflow_server)
     published = current_version(models)
     store = open_store(str(models))
     pointer = store.read_pointer()
@@ -149,14 +111,14 @@ def test_a_publish_records_the_run_and_makes_it_champion(
 
 
 def test_a_refused_model_logs_the_verdict_and_moves_nothing(
-    tracking_uri: str, tmp_path: Path
+    mlflow_server: str, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    assert train_tracked(tracking_uri, models, "refused") == ExitCode.PUBLISHED
+    assert train_tracked(mlflow_server, models, "refused") == ExitCode.PUBLISHED
     published = current_version(models)
 
     refused = train_tracked(
-        tracking_uri,
+        mlflow_server,
         models,
         "refused",
         "--algorithm",
@@ -166,7 +128,7 @@ def test_a_refused_model_logs_the_verdict_and_moves_nothing(
     )
 
     assert refused == ExitCode.BELOW_MIN_ACCURACY
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(mlflow_server)
     first, second = runs(client, "refused")
     assert second.data.tags["gate.verdict"] == "below_min_accuracy"
     assert second.data.tags["gate.published"] == "false"
@@ -178,16 +140,18 @@ def test_a_refused_model_logs_the_verdict_and_moves_nothing(
     assert current_version(models) == published
 
 
-def test_rollback_and_promote_move_the_alias(tracking_uri: str, tmp_path: Path) -> None:
+def test_rollback_and_promote_move_the_alias(
+    mlflow_server: str, tmp_path: Path
+) -> None:
     models = tmp_path / "models"
-    assert train_tracked(tracking_uri, models, "rollback") == ExitCode.PUBLISHED
+    assert train_tracked(mlflow_server, models, "rollback") == ExitCode.PUBLISHED
     first = current_version(models)
-    forced = train_tracked(tracking_uri, models, "rollback", "--force", "true")
+    forced = train_tracked(mlflow_server, models, "rollback", "--force", "true")
     assert forced == ExitCode.PUBLISHED
     second = current_version(models)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(mlflow_server)
     assert champion_store_version(client, "rollback") == second
-    where = ("--model_uri", str(models), "--mlflow_tracking_uri", tracking_uri)
+    where = ("--model_uri", str(models), "--mlflow_tracking_uri", mlflow_server)
     names = ("--mlflow_model_name", "rollback")
 
     assert main(["rollback", *where, *names]) == ExitCode.PUBLISHED
