@@ -19,6 +19,8 @@ from training.store import ModelStore, open_store
 from training.train import TrainedModel, train
 
 MLFLOW = Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin" / "mlflow"
+# As training.tracking sets it for the program, before the tests import mlflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def free_port() -> int:
@@ -156,6 +158,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--artifacts-destination",
             str(root / "artifacts"),
         ],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
         stdout=subprocess.DEVNULL,
         stderr=(root / "server.log").open("wb"),
     )

@@ -39,6 +39,9 @@ CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Read when mlflow is imported: no usage reports to MLflow's servers from a Job,
+    # and its thread, failing offline, unset a variable while a request read them all.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 
