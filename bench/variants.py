@@ -5,6 +5,8 @@ protection swapped for what a benchmark compares it with.
   predictor was before it bounded pipelining, headers and load.
 - ``h11``: uvicorn's h11 protocol, which pauses reading while a request is answered
   and caps an incomplete event at 16 KiB; no in-flight limit.
+- ``unlimited``: the predictor as it ships, but with no in-flight limit: nothing
+  is shed.
 - ``iris``: the predictor as it ships.
 """
 
@@ -31,6 +33,8 @@ if __name__ == "__main__":
     variant, *arguments = sys.argv[1:]
     if variant in ("today", "h11"):
         _uvicorn_protocol("httptools" if variant == "today" else "h11")
+    elif variant == "unlimited":
+        os.environ["IRIS_MAX_IN_FLIGHT"] = UNLIMITED
     elif variant != "iris":
-        raise SystemExit(f"unknown variant {variant!r}: today, h11 or iris")
+        raise SystemExit(f"unknown variant {variant!r}: today, h11, unlimited or iris")
     sys.exit(main(arguments))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from tests.conftest import free_port, wait_for_port
 from training.settings import TrainingSettings
@@ -24,11 +27,21 @@ JSON = {"Content-Type": "application/json"}
 
 
 class PredictorProcess:
-    """``python -m predictor`` started as a Deployment's container would start it."""
+    """``python -m predictor`` started as a Deployment's container would start it;
+    with ``with_grpc``, its gRPC v2 port open too and a stub to call it."""
 
-    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        log_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        with_grpc: bool = False,
+    ):
         self.port = free_port()
+        self.grpc_port = free_port() if with_grpc else None
         self.log_path = log_path
+        if self.grpc_port is not None:
+            args = (*args, "--enable_grpc", "true", "--grpc_port", str(self.grpc_port))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -38,6 +51,21 @@ class PredictorProcess:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, self.process, timeout=60)
+        self._channel: grpc.Channel | None = None
+        if self.grpc_port is not None:
+            wait_for_port(self.grpc_port, self.process)
+
+    @property
+    def grpc_address(self) -> str:
+        assert self.grpc_port is not None, "started without with_grpc=True"
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def stub(self) -> GRPCInferenceServiceStub:
+        """A stub on one channel to the gRPC port, kept until stop()."""
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.grpc_address)
+        return GRPCInferenceServiceStub(self._channel)
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -80,10 +108,20 @@ class PredictorProcess:
                 return float(value)
         return 0.0
 
+    def peak_rss_bytes(self) -> int:
+        """The most memory the process has held resident so far (VmHWM)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmHWM for pid {self.process.pid}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
+        if self._channel is not None:
+            self._channel.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -136,6 +174,22 @@ def send(
     return response.status, data.decode()
 
 
+@contextlib.contextmanager
+def serving(
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    with_grpc: bool = False,
+) -> Iterator[PredictorProcess]:
+    """A predictor that has loaded its model; it must exit cleanly when stopped."""
+    server = PredictorProcess(log_path, *args, env=env, with_grpc=with_grpc)
+    try:
+        server.wait_until("/v1/models/iris", 200)
+        yield server
+    finally:
+        assert server.stop() == 0, server.log()
+
+
 @pytest.fixture(scope="session")
 def default_model() -> TrainedModel:
     """The model `make run` trains: a 50-tree forest with the default settings."""
@@ -156,14 +210,12 @@ def predictor(
     published_default: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PredictorProcess]:
     """One predictor serving the default model, shared by tests that only read."""
-    server = PredictorProcess(
+    with serving(
         tmp_path_factory.mktemp("logs") / "predictor.log",
         "--model_uri",
         str(published_default),
-    )
-    server.wait_until("/v1/models/iris", 200)
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 @pytest.fixture
@@ -171,9 +223,14 @@ def start_predictor(tmp_path: Path) -> Iterator[Any]:
     """Start predictors for one test; each is stopped when the test ends."""
     started: list[PredictorProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> PredictorProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, with_grpc: bool = False
+    ) -> PredictorProcess:
         server = PredictorProcess(
-            tmp_path / f"predictor-{len(started)}.log", *args, env=env
+            tmp_path / f"predictor-{len(started)}.log",
+            *args,
+            env=env,
+            with_grpc=with_grpc,
         )
         started.append(server)
         return server

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,6 +70,40 @@ def publish_tampered(
     return version
 
 
+def zip_bomb(unpacked_mib: int) -> bytes:
+    """A one-member zip whose member unpacks to ``unpacked_mib`` MiB of zeros.
+
+    Written by hand from one compressed MiB repeated, since deflating a GiB takes
+    tens of seconds: after a full flush, the compressor starts afresh.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(1024 * 1024)
+    one_mib = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    stream = one_mib * unpacked_mib + compressor.flush()
+    crc = 0
+    for _ in range(unpacked_mib):
+        crc = zlib.crc32(zeros, crc)
+    name = b"schema.json"
+    sizes = struct.pack("<III", crc, len(stream), unpacked_mib * len(zeros))
+    local = b"PK\x03\x04" + struct.pack("<HHHHH", 20, 0, 8, 0, 0) + sizes
+    local += struct.pack("<HH", len(name), 0) + name
+    central = b"PK\x01\x02" + struct.pack("<HHHHHH", 20, 20, 0, 8, 0, 0) + sizes
+    central += struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, 0) + name
+    end = b"PK\x05\x06" + struct.pack(
+        "<HHHHIIH", 0, 0, 1, 1, len(central), len(local) + len(stream), 0
+    )
+    return local + stream + central + end
+
+
+def many_members(count: int) -> bytes:
+    """A zip of ``count`` empty members."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(count):
+            archive.writestr(f"{index}.npy", b"")
+    return buffer.getvalue()
+
+
 def publish_broken(
     kind: str, store: ModelStore, trained: TrainedModel, marker: Path
 ) -> str:
@@ -110,6 +147,18 @@ def publish_broken(
             pickle.dumps(WritesMarker(marker)), card, 5
         ).version
         return f"{version}/model.skops: not a readable skops file"
+    if kind == "zip bomb":
+        version = store.publish_file(zip_bomb(1024), card, 5).version
+        return (
+            f"{version}/model.skops: refused to load: its zip members unpack to "
+            "1073741824 bytes, more than the limit of 268435456"
+        )
+    if kind == "too many zip members":
+        version = store.publish_file(many_members(10_001), card, 5).version
+        return (
+            f"{version}/model.skops: refused to load: more than the limit of 10000 "
+            "zip members (10001 entries)"
+        )
     if kind == "untrusted type":
         hostile = skops.io.dumps({"call": os.system, "argument": f"touch {marker}"})
         version = store.publish_file(hostile, card, 5).version
@@ -149,6 +198,8 @@ BROKEN = [
     "random bytes",
     "pickle",
     "untrusted type",
+    "zip bomb",
+    "too many zip members",
     "wrong object",
     "three features",
     "three features, no grid",

@@ -8,8 +8,9 @@ client is at fault (never UNKNOWN or INTERNAL); calls counted on /metrics.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,10 @@ import numpy as np
 import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from tests.api import triton_grpc
-from tests.api.conftest import JSON, PredictorProcess
-from tests.conftest import free_port, wait_for_port
+from tests.api.conftest import JSON, PredictorProcess, serving
 from training.store import open_store
 from training.train import TrainedModel
 
@@ -34,31 +33,6 @@ V2_BODY = {
         {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROWS[0]},
     ]
 }
-
-
-class GRPCPredictor:
-    """A predictor process with gRPC on, and a channel to it."""
-
-    def __init__(self, log_path: Path, model_uri: str, *args: str) -> None:
-        self.grpc_port = free_port()
-        self.http = PredictorProcess(
-            log_path,
-            "--model_uri",
-            model_uri,
-            "--enable_grpc",
-            "true",
-            "--grpc_port",
-            str(self.grpc_port),
-            *args,
-        )
-        wait_for_port(self.grpc_port, self.http.process)
-        self.address = f"127.0.0.1:{self.grpc_port}"
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = GRPCInferenceServiceStub(self.channel)
-
-    def stop(self) -> int:
-        self.channel.close()
-        return self.http.stop()
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +47,16 @@ def store_root(
 @pytest.fixture(scope="module")
 def server(
     store_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GRPCPredictor]:
-    started = GRPCPredictor(
+) -> Iterator[PredictorProcess]:
+    with serving(
         tmp_path_factory.mktemp("grpc-logs") / "predictor.log",
+        "--model_uri",
         str(store_root),
         "--reload_interval_seconds",
         "0.1",
-    )
-    started.http.wait_until("/v1/models/iris", 200)
-    yield started
-    assert started.stop() == 0
+        with_grpc=True,
+    ) as started:
+        yield started
 
 
 def expected_probabilities(model: TrainedModel, datatype: str) -> Any:
@@ -91,9 +65,9 @@ def expected_probabilities(model: TrainedModel, datatype: str) -> Any:
 
 
 def test_triton_raw_tensors_fp32_and_fp64_are_answered(
-    server: GRPCPredictor, default_model: TrainedModel
+    server: PredictorProcess, default_model: TrainedModel
 ) -> None:
-    answers = triton_grpc.run(server.address, "--infer", "FP32", "--infer", "FP64")
+    answers = triton_grpc.run(server.grpc_address, "--infer", "FP32", "--infer", "FP64")
 
     for datatype in ("FP32", "FP64"):
         answer = answers[datatype]
@@ -105,8 +79,8 @@ def test_triton_raw_tensors_fp32_and_fp64_are_answered(
         assert answer["model_version"] == served_version(server)
 
 
-def test_triton_readiness_and_metadata(server: GRPCPredictor) -> None:
-    answers = triton_grpc.run(server.address, "--describe")
+def test_triton_readiness_and_metadata(server: PredictorProcess) -> None:
+    answers = triton_grpc.run(server.grpc_address, "--describe")
 
     assert answers["live"] is True
     assert answers["ready"] is True
@@ -126,10 +100,10 @@ def test_triton_readiness_and_metadata(server: GRPCPredictor) -> None:
 @pytest.mark.parametrize("binary", [False, True], ids=["typed", "raw"])
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])
 def test_kserve_grpc_client_typed_and_raw(
-    server: GRPCPredictor, default_model: TrainedModel, binary: bool, datatype: str
+    server: PredictorProcess, default_model: TrainedModel, binary: bool, datatype: str
 ) -> None:
     async def talk() -> tuple[Any, bool, bool]:
-        client = InferenceGRPCClient(server.address)
+        client = InferenceGRPCClient(server.grpc_address)
         try:
             tensor = InferInput("input-0", [3, 4], datatype)
             tensor.set_data_from_numpy(
@@ -156,7 +130,7 @@ def test_kserve_grpc_client_typed_and_raw(
 
 
 def test_the_repository_api_is_refused_and_breaks_nothing(
-    server: GRPCPredictor,
+    server: PredictorProcess,
 ) -> None:
     for call, request in [
         (server.stub.RepositoryModelUnload, pb.RepositoryModelUnloadRequest),
@@ -169,11 +143,13 @@ def test_the_repository_api_is_refused_and_breaks_nothing(
             "the model repository API is disabled on this server"
         )
 
-    assert server.http.request("GET", "/v1/models/iris")[0] == 200
-    assert server.http.request("POST", "/v2/models/iris/infer", V2_BODY, JSON)[0] == 200
+    assert server.request("GET", "/v1/models/iris")[0] == 200
+    assert server.request("POST", "/v2/models/iris/infer", V2_BODY, JSON)[0] == 200
     assert server.stub.ServerReady(pb.ServerReadyRequest()).ready
     assert server.stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
-    assert triton_grpc.run(server.address, "--infer", "FP32")["FP32"]["predict"] == [
+    assert triton_grpc.run(server.grpc_address, "--infer", "FP32")["FP32"][
+        "predict"
+    ] == [
         0,
         1,
         2,
@@ -315,7 +291,7 @@ MISTAKES = {
 
 @pytest.mark.parametrize("case", list(MISTAKES))
 def test_client_mistakes_get_a_status_that_says_so(
-    server: GRPCPredictor, case: str
+    server: PredictorProcess, case: str
 ) -> None:
     request, code, details = MISTAKES[case]
 
@@ -327,7 +303,9 @@ def test_client_mistakes_get_a_status_that_says_so(
     assert server.stub.ModelInfer(raw_request(ROWS)).outputs[0].name == "predict"
 
 
-def test_a_message_over_the_rest_body_limit_is_refused(server: GRPCPredictor) -> None:
+def test_a_message_over_the_rest_body_limit_is_refused(
+    server: PredictorProcess,
+) -> None:
     rows = np.tile(np.array([ROWS[0]], dtype=np.float32), (LIMIT // 16 + 1, 1))
     assert rows.nbytes > LIMIT
 
@@ -340,14 +318,14 @@ def test_a_message_over_the_rest_body_limit_is_refused(server: GRPCPredictor) ->
     assert len(server.stub.ModelInfer(raw_request(just_under, "FP64")).outputs) == 1
 
 
-def test_calls_are_counted_on_the_metrics_page(server: GRPCPredictor) -> None:
+def test_calls_are_counted_on_the_metrics_page(server: PredictorProcess) -> None:
     def count(method: str, code: str) -> float:
-        value: float = server.http.metric(
+        value: float = server.metric(
             "iris_grpc_requests_total", method=method, code=code
         )
         return value
 
-    predictions_before = server.http.metric(
+    predictions_before = server.metric(
         "iris_predictions_total", model_name="iris", **{"class": "virginica"}
     )
     ok_before = count("ModelInfer", "OK")
@@ -360,27 +338,25 @@ def test_calls_are_counted_on_the_metrics_page(server: GRPCPredictor) -> None:
     assert count("ModelInfer", "OK") == ok_before + 1
     assert count("ModelInfer", "INVALID_ARGUMENT") == invalid_before + 1
     assert (
-        server.http.metric(
+        server.metric(
             "iris_predictions_total", model_name="iris", **{"class": "virginica"}
         )
         == predictions_before + 1
     )
     assert (
-        server.http.metric(
-            "iris_grpc_request_duration_seconds_count", method="ModelInfer"
-        )
+        server.metric("iris_grpc_request_duration_seconds_count", method="ModelInfer")
         >= 2
     )
 
 
-def served_version(server: GRPCPredictor) -> str:
-    status, body = server.http.request("GET", "/v1/models/iris/metadata")
+def served_version(server: PredictorProcess) -> str:
+    status, body = server.request("GET", "/v1/models/iris/metadata")
     assert status == 200
     return str(body["version"])
 
 
 def test_a_hot_reload_is_seen_by_both_clients(
-    server: GRPCPredictor, store_root: Path, default_model: TrainedModel
+    server: PredictorProcess, store_root: Path, default_model: TrainedModel
 ) -> None:
     before = served_version(server)
     newer = open_store(str(store_root)).publish(
@@ -389,13 +365,13 @@ def test_a_hot_reload_is_seen_by_both_clients(
     assert newer.version != before
     deadline = time.monotonic() + 30
     while served_version(server) != newer.version:
-        assert time.monotonic() < deadline, server.http.log()
+        assert time.monotonic() < deadline, server.log()
         time.sleep(0.05)
 
-    triton_answer = triton_grpc.run(server.address, "--infer", "FP64")["FP64"]
+    triton_answer = triton_grpc.run(server.grpc_address, "--infer", "FP64")["FP64"]
 
     async def kserve_version() -> str | None:
-        client = InferenceGRPCClient(server.address)
+        client = InferenceGRPCClient(server.grpc_address)
         try:
             tensor = InferInput("input-0", [3, 4], "FP64")
             tensor.set_data_from_numpy(np.array(ROWS), binary_data=False)
@@ -412,11 +388,13 @@ def test_a_hot_reload_is_seen_by_both_clients(
 
 
 def test_readiness_follows_the_model(
-    tmp_path: Path, default_model: TrainedModel
+    start_predictor: Callable[..., PredictorProcess],
+    tmp_path: Path,
+    default_model: TrainedModel,
 ) -> None:
     root = tmp_path / "models"
-    server = GRPCPredictor(
-        tmp_path / "predictor.log", str(root), "--reload_interval_seconds", "0.1"
+    server = start_predictor(
+        "--model_uri", str(root), "--reload_interval_seconds", "0.1", with_grpc=True
     )
     try:
         assert server.stub.ServerLive(pb.ServerLiveRequest()).live
@@ -427,10 +405,32 @@ def test_readiness_follows_the_model(
         assert not_ready.value.code() == grpc.StatusCode.UNAVAILABLE
 
         open_store(str(root)).publish(default_model.estimator, default_model.card, 5)
-        server.http.wait_until("/v1/models/iris", 200)
+        server.wait_until("/v1/models/iris", 200)
 
         assert server.stub.ServerReady(pb.ServerReadyRequest()).ready
         assert server.stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
         assert server.stub.ModelInfer(raw_request(ROWS)).model_version
     finally:
         assert server.stop() == 0
+
+
+def test_sigterm_turns_grpc_readiness_false_and_still_serves_as_rest_does(
+    start_predictor: Callable[..., PredictorProcess], store_root: Path
+) -> None:
+    server = start_predictor(
+        "--model_uri", str(store_root), "--drain_seconds", "2", with_grpc=True
+    )
+    server.wait_until("/v1/models/iris", 200)
+    assert server.stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert server.stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
+
+    server.process.send_signal(signal.SIGTERM)
+
+    server.wait_until("/v1/models/iris", 503, timeout=1)
+    assert not server.stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert not server.stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
+    # REST keeps answering inference while it drains; so does gRPC.
+    assert server.predict([ROWS[2]]) == (200, {"predictions": [2]})
+    answer = InferResponse.from_grpc(server.stub.ModelInfer(raw_request(ROWS)))
+    assert answer.outputs[0].as_numpy().tolist() == [0, 1, 2]
+    assert server.process.wait(timeout=30) == 0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from tests.api.conftest import JSON, PredictorProcess
+from tests.api.conftest import JSON, PredictorProcess, serving
 
 PREDICT = "/v1/models/iris:predict"
 GOOD_BODY = json.dumps({"instances": [[6.8, 2.8, 4.8, 1.4]]}).encode()
@@ -205,15 +205,13 @@ def limited(
     published_default: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PredictorProcess]:
     """A predictor with small limits: two requests in flight, bodies in 2 s."""
-    server = PredictorProcess(
+    with serving(
         tmp_path_factory.mktemp("limited") / "predictor.log",
         "--model_uri",
         str(published_default),
         env={"IRIS_MAX_IN_FLIGHT": "2", "IRIS_BODY_TIMEOUT_SECONDS": "2"},
-    )
-    server.wait_until("/v1/models/iris", 200)
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def test_an_incomplete_body_times_out_with_408(limited: PredictorProcess) -> None:
@@ -225,6 +223,40 @@ def test_an_incomplete_body_times_out_with_408(limited: PredictorProcess) -> Non
         started = time.monotonic()
         assert status_of(sock) == 408
         assert time.monotonic() - started < 5
+
+
+def test_an_incomplete_v2_body_times_out_with_408_not_500(
+    limited: PredictorProcess,
+) -> None:
+    # FastAPI reads the v2 body: the guard's answer must still be the one sent.
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "data": [6.8, 2.8, 4.8, 1.4],
+                }
+            ]
+        }
+    ).encode()
+    request = raw_request(
+        "POST", "/v2/models/iris/infer", body, Content_Type="application/json"
+    )
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as sock:
+        sock.sendall(request[:-5])
+        assert status_of(sock) == 408
+    timed_out = limited.metric(
+        "iris_http_requests_total", route="/v2/models/{model}/infer", code="408"
+    )
+    assert timed_out >= 1
+    assert (
+        limited.metric(
+            "iris_http_requests_total", route="/v2/models/{model}/infer", code="500"
+        )
+        == 0
+    )
 
 
 def test_past_max_in_flight_inference_gets_a_fast_503(

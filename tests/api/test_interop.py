@@ -17,7 +17,7 @@ import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.api.conftest import PredictorProcess
+from tests.api.conftest import PredictorProcess, serving
 from training.store import ModelStore, open_store
 from training.train import TrainedModel
 
@@ -43,16 +43,14 @@ def served(
     root = tmp_path_factory.mktemp("interop")
     store = open_store(str(root / "models"))
     version = store.publish(default_model.estimator, default_model.card, 5).version
-    server = PredictorProcess(
+    with serving(
         root / "predictor.log",
         "--model_uri",
         str(root / "models"),
         "--reload_interval_seconds",
         "0.2",
-    )
-    server.wait_until("/v1/models/iris", 200)
-    yield Served(server, store, version)
-    server.stop()
+    ) as server:
+        yield Served(server, store, version)
 
 
 def triton_version(served: Served, binary: bool, datatype: str) -> str:

@@ -90,7 +90,11 @@ def test_a_failed_reload_keeps_the_old_model_serving(
     server = start_predictor("--model_uri", str(root), *FAST_RELOAD)
     server.wait_until("/v1/models/iris", 200)
 
-    for failures, kind in enumerate(["truncated", "wrong answers"], start=1):
+    kinds = ["truncated", "wrong answers, no grid", "zip bomb", "too many zip members"]
+    for failures, kind in enumerate(kinds, start=1):
+        if kind == "zip bomb":
+            # scikit-learn and skops are imported by now: nothing after adds a module.
+            peak_before = server.peak_rss_bytes()
         expected = publish_broken(kind, store, trained, tmp_path / "m")
         wait_for_failures(server, failures)
 
@@ -111,6 +115,8 @@ def test_a_failed_reload_keeps_the_old_model_serving(
         line = failure_lines(server)[-1]
         assert f"still serving version={serving.version}" in line
         assert expected in line
+    # The zip bomb unpacks to 1 GiB: none of it was ever held.
+    assert server.peak_rss_bytes() - peak_before < 64 * 1024 * 1024
     assert (
         server.metric(
             "iris_model_info",

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tests.chart import apiserver
 from tests.chart.pods import (
     Pod,
     PodSpecError,
@@ -87,12 +88,29 @@ def preflight(manifests: Manifests) -> None:
 
 
 def start(cluster: Cluster, manifests: Manifests) -> Running:
-    """The whole run up to serving: store, training Job, then the predictors."""
+    """The whole run up to serving: keys, store, training Job, then the predictors."""
+    manifests = make_keys(cluster, manifests)
     preflight(manifests)
     cluster.add_services(manifests)
     start_bundled_store(cluster, manifests)
     run_training(cluster, manifests)
     return start_predictors(cluster, manifests)
+
+
+def make_keys(cluster: Cluster, manifests: Manifests) -> Manifests:
+    """The bundled MinIO's keys Job, run against an API server, before any pod that
+    reads its Secret; the rendered objects plus the Secrets it made."""
+    job = apiserver.keys_job(manifests)
+    if job is None:
+        return manifests
+    namespace = job["metadata"]["namespace"]
+    with apiserver.serving(cluster.workdir / "apiserver", namespace) as api:
+        done = apiserver.run_keys_job(job, manifests, api)
+    if done.returncode != 0:
+        raise NotConformant(
+            f"Job {job['metadata']['name']} exited {done.returncode}:\n{done.stderr}"
+        )
+    return apiserver.with_objects(manifests, api.secrets)
 
 
 def start_bundled_store(
@@ -129,7 +147,7 @@ def start_bundled_store(
 
 def run_training(cluster: Cluster, manifests: Manifests) -> LocalContainer:
     """The training Job's pod, to its end; it must publish (exit 0)."""
-    job = manifests.get("Job")
+    job = manifests.training_job()
     pod = _describe(job, manifests, f"{job['metadata']['name']}-0")
     if pod.restart_policy != "Never":
         raise NotConformant(f"Job {pod.name} restarts its pod: {pod.restart_policy}")

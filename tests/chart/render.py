@@ -92,6 +92,16 @@ class Manifests:
         )
         return found[0]
 
+    def training_job(self) -> Manifest:
+        """The training Job: not the rollback Job, nor the bundled MinIO's keys Job."""
+        found = [
+            each
+            for each in self.of_kind("Job")
+            if each["spec"]["template"]["spec"]["containers"][0]["name"] == "train"
+        ]
+        assert len(found) == 1, f"expected one training Job, rendered {len(found)}"
+        return found[0]
+
     def kinds(self) -> list[str]:
         return [each["kind"] for each in self.objects]
 
@@ -241,7 +251,7 @@ MODES: dict[str, Mode] = {
             }
         }
     ),
-    "monitoring-auto-with-crds": Mode({}, MONITORING_APIS),
+    "monitoring-default-with-crds": Mode({}, MONITORING_APIS),
     "monitoring-off-with-crds": Mode(
         {
             "metrics": {
@@ -255,7 +265,14 @@ MODES: dict[str, Mode] = {
         {"training": {"schedule": {"enabled": True}, "settings": {"maxDepth": 0}}}
     ),
     "minio-cronjob-monitoring": Mode(
-        {**BUNDLED_MINIO, "training": {"schedule": {"enabled": True}}},
+        {
+            **BUNDLED_MINIO,
+            "training": {"schedule": {"enabled": True}},
+            "metrics": {
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {"enabled": True},
+            },
+        },
         MONITORING_APIS,
     ),
     "extension-points": Mode(

@@ -5,6 +5,7 @@ rendered chart and with the code they run."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shlex
@@ -30,7 +31,7 @@ from tests.chart.helm_binary import HELM_VERSION
 from tests.chart.pods import pod_spec_of, selects, workloads
 from tests.chart.render import (
     CHART,
-    MONITORING_APIS,
+    HELM,
     RELEASE,
     REPO,
     Manifests,
@@ -383,9 +384,16 @@ def test_the_s3_inference_service_reads_the_bucket_the_job_writes() -> None:
     chart_env = {e["name"]: e for e in predictor["env"]}
     for key in ("IRIS_S3_ACCESS_KEY_ID", "IRIS_S3_SECRET_ACCESS_KEY"):
         assert environment[key]["valueFrom"] == chart_env[key]["valueFrom"]
+        # The Secret the chart's keys Job makes in the cluster, with both keys.
         reference = environment[key]["valueFrom"]["secretKeyRef"]
-        secret = manifests.get("Secret", reference["name"])
-        assert reference["key"] in secret["data"]
+        (keys_job,) = [
+            job
+            for job in manifests.of_kind("Job")
+            if job["metadata"]["name"].startswith(f"{RELEASE}-minio-keys-")
+        ]
+        (keys,) = keys_job["spec"]["template"]["spec"]["containers"]
+        assert f"--secret={reference['name']}" in keys["args"]
+        assert any(a.endswith(f"-key={reference['key']}") for a in keys["args"])
 
 
 def _app_version() -> str:
@@ -429,6 +437,24 @@ def _seconds(node: ast.expr) -> float:
     return float(value)
 
 
+def _literal_arguments(call: ast.Call) -> list[ast.Constant]:
+    """A call's literal arguments, through lists, tuples and * unpacking."""
+    found: list[ast.Constant] = []
+
+    def add(node: ast.expr) -> None:
+        if isinstance(node, ast.Constant):
+            found.append(node)
+        elif isinstance(node, ast.Starred):
+            add(node.value)
+        elif isinstance(node, ast.List | ast.Tuple):
+            for element in node.elts:
+                add(element)
+
+    for argument in call.args:
+        add(argument)
+    return found
+
+
 def test_the_e2e_timeout_outlasts_every_tests_own_waits() -> None:
     source = (REPO / "tests" / "e2e" / "test_cluster.py").read_text()
     tree = ast.parse(source)
@@ -448,11 +474,10 @@ def test_the_e2e_timeout_outlasts_every_tests_own_waits() -> None:
                 total += _seconds(call.args[1])
             elif called in helpers and called != function.name:
                 total += waits(helpers[called])
-            if isinstance(call.func, ast.Attribute) and call.func.attr == "run":
-                arguments = [a for a in ast.walk(call) if isinstance(a, ast.Constant)]
-                texts = [a.value for a in arguments]
-                if "--timeout" in texts:
-                    total += _seconds(arguments[texts.index("--timeout") + 1])
+            arguments = _literal_arguments(call)
+            texts = [a.value for a in arguments]
+            if "--timeout" in texts:
+                total += _seconds(arguments[texts.index("--timeout") + 1])
         return total
 
     assert waits(helpers["test_a_helm_value_rolls_the_served_model_back"]) >= 2 * 300
@@ -521,8 +546,13 @@ def test_an_uninstall_keeps_the_claim_the_models_live_on(storage: str) -> None:
         assert claim["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
     if storage == "minio":
         # MinIO's root keys too: a new pair would lock the reinstall out of the data.
-        (secret,) = manifests.of_kind("Secret")
-        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        # The keys Job makes their Secret outside the release, so no uninstall
+        # deletes it, and the reinstall's Job leaves it alone (test_minio_keys).
+        assert manifests.of_kind("Secret") == []
+        assert any(
+            job["metadata"]["name"].startswith(f"{RELEASE}-minio-keys-")
+            for job in manifests.of_kind("Job")
+        )
 
 
 @pytest.mark.parametrize("storage", ["pvc", "minio"])
@@ -535,8 +565,8 @@ def test_helm_rollback_of_a_log_level_upgrade_keeps_the_training_job(
     assert _chart_environment(installed)["IRIS_LOG_LEVEL"] == "INFO"
     assert _chart_environment(upgraded)["IRIS_LOG_LEVEL"] == "DEBUG"
     assert (
-        installed.get("Job")["metadata"]["name"]
-        == (upgraded.get("Job")["metadata"]["name"])
+        installed.training_job()["metadata"]["name"]
+        == (upgraded.training_job()["metadata"]["name"])
     )
 
 
@@ -553,6 +583,29 @@ def test_the_drained_mode_spreads_predictors_and_lets_one_go() -> None:
     assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
     # MinIO's volume is node-local on kind: the drain test leaves its node alone.
     assert manifests.find("Deployment", f"{RELEASE}-minio") is not None
+
+
+def test_helm_reads_the_reinstall_values_from_stdin() -> None:
+    # tests/e2e reinstalls with `--values -` and the installed values as JSON on
+    # stdin; Helm reads "-" as stdin (helm pkg/cli/values/options.go, readFile).
+    source = (REPO / "tests" / "e2e" / "test_cluster.py").read_text()
+    assert '*("--values", "-"),' in source
+    values = {"service": {"type": "NodePort", "nodePort": 30123}}
+    done = subprocess.run(
+        [str(HELM), "template", RELEASE, str(CHART), "--values", "-"],
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rendered = [d for d in yaml.safe_load_all(done.stdout) if d]
+    (service,) = [
+        d
+        for d in rendered
+        if d["kind"] == "Service" and d["metadata"]["name"] == RELEASE
+    ]
+    assert service["spec"]["type"] == "NodePort"
+    assert [port.get("nodePort") for port in service["spec"]["ports"]] == [30123]
 
 
 def test_the_kind_prometheus_scrapes_the_release_and_the_workflow_runs_it() -> None:
@@ -594,9 +647,9 @@ def test_the_kind_prometheus_scrapes_the_release_and_the_workflow_runs_it() -> N
         for resource in rule.get("resources", [])
     }
     assert {"services", "endpoints", "pods", "endpointslices"} <= readable
-    # With the CRDs kind-addons installs, the chart renders both objects, in the
-    # release's namespace, which the Prometheus selects.
-    monitored = render(load(KIND_VALUES), api_versions=MONITORING_APIS)
+    # The kind values switch both objects on (kind-addons installs their CRDs); they
+    # render in the release's namespace, which the Prometheus selects.
+    monitored = render(load(KIND_VALUES))
     assert monitored.get("ServiceMonitor", RELEASE)
     assert monitored.get("PrometheusRule", RELEASE)
     runs = [step.get("run", "") for step in workflow_steps()]

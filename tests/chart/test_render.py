@@ -15,11 +15,11 @@ from tests.chart.render import (
     CHART,
     EXTERNAL_S3,
     MODES,
+    MONITORING_APIS,
     NAMESPACE,
     NEWEST_KUBERNETES,
     OLDEST_KUBERNETES,
     RELEASE,
-    SERVICE_MONITOR_API,
     HelmError,
     default_values,
     lint,
@@ -129,22 +129,28 @@ def test_with_the_hpa_off_the_deployment_runs_two_replicas() -> None:
     [
         ("defaults", False),
         ("monitoring-on", True),
-        ("monitoring-auto-with-crds", True),
+        ("monitoring-default-with-crds", False),
         ("monitoring-off-with-crds", False),
     ],
 )
-def test_monitoring_renders_when_enabled_or_when_the_cluster_serves_it(
-    mode: str, rendered: bool
-) -> None:
+def test_monitoring_renders_exactly_when_enabled(mode: str, rendered: bool) -> None:
+    # Never from the cluster's APIs: helm template (Argo CD, Flux) does not see them.
     manifests = MODES[mode].render()
     assert bool(manifests.of_kind("ServiceMonitor")) is rendered
     assert bool(manifests.of_kind("PrometheusRule")) is rendered
 
 
-def test_auto_monitoring_follows_each_api_alone() -> None:
-    manifests = render(api_versions=[SERVICE_MONITOR_API])
-    assert len(manifests.of_kind("ServiceMonitor")) == 1
-    assert manifests.of_kind("PrometheusRule") == []
+@pytest.mark.parametrize("switch", ["serviceMonitor", "prometheusRule"])
+def test_a_monitoring_switch_left_null_renders_nothing_even_with_the_crds(
+    switch: str,
+) -> None:
+    # null (Helm drops the key) once meant "detect the API"; now it is plain off.
+    assert default_values()["metrics"][switch]["enabled"] is False
+    manifests = render(
+        {"metrics": {switch: {"enabled": None}}}, api_versions=MONITORING_APIS
+    )
+    kind = {"serviceMonitor": "ServiceMonitor", "prometheusRule": "PrometheusRule"}
+    assert manifests.of_kind(kind[switch]) == []
 
 
 def test_the_cronjob_retrains_one_at_a_time_with_the_jobs_spec() -> None:
@@ -152,7 +158,7 @@ def test_the_cronjob_retrains_one_at_a_time_with_the_jobs_spec() -> None:
     cron = manifests.get("CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["schedule"] == "0 3 * * *"
-    assert cron["spec"]["jobTemplate"]["spec"] == manifests.get("Job")["spec"]
+    assert cron["spec"]["jobTemplate"]["spec"] == manifests.training_job()["spec"]
     assert MODES["defaults"].render().of_kind("CronJob") == []
 
 
@@ -161,7 +167,8 @@ def test_bundled_minio_mode_replaces_the_pvc_with_minio() -> None:
     assert names(manifests, "Deployment") == [RELEASE, f"{RELEASE}-minio"]
     assert names(manifests, "Service") == [RELEASE, f"{RELEASE}-minio"]
     assert names(manifests, "PersistentVolumeClaim") == [f"{RELEASE}-minio"]
-    assert names(manifests, "Secret") == [f"{RELEASE}-s3"]
+    # No keys are rendered: a Job creates the Secret in the cluster (test_minio_keys).
+    assert names(manifests, "Secret") == []
     (minio,) = manifests.get("Deployment", f"{RELEASE}-minio")["spec"]["template"][
         "spec"
     ]["containers"]
@@ -401,7 +408,7 @@ def test_notes_tell_how_to_reach_the_predictor() -> None:
     assert "curl localhost:8080/v1/models/iris/metadata" in text
     assert "NODE_PORT" not in text
     assert "loadBalancer" not in text
-    job = render().get("Job")["metadata"]["name"]
+    job = render().training_job()["metadata"]["name"]
     assert f"logs --follow job/{job}" in text
     assert f"wait --for=condition=Complete job/{job}" in text
     assert f"rollout status deployment/{RELEASE}" in text
@@ -423,8 +430,9 @@ def test_notes_for_each_exposure_mode() -> None:
 def test_notes_tell_where_the_minio_keys_are() -> None:
     values = {"storage": {"type": "s3"}, "minio": {"enabled": True}}
     text = notes(values)
-    secret = render(values).get("Secret", f"{RELEASE}-s3")
-    for key in secret["data"]:
+    # The Secret the keys Job makes in the cluster, with the values' key names.
+    s3 = default_values()["storage"]["s3"]
+    for key in (s3["accessKeyIdKey"], s3["secretAccessKeyKey"]):
         assert (
             f"get secret {RELEASE}-s3 -o jsonpath='{{.data.{key}}}' | base64 -d"
         ) in text

@@ -35,14 +35,14 @@ def test_workload_identity_renders_no_keys_and_the_role_annotations() -> None:
     assert manifests.of_kind("Secret") == []
     for workload in workloads(manifests):
         assert key_secrets(workload) == {}, workload["metadata"]["name"]
-    for workload in (manifests.get("Job"), manifests.get("Deployment", RELEASE)):
+    for workload in (manifests.training_job(), manifests.get("Deployment", RELEASE)):
         names = {e["name"] for e in raw_container(workload)["env"]}
         assert "IRIS_S3_ENDPOINT" in names
     for component in ("training", "predictor"):
         account = manifests.get("ServiceAccount", f"{RELEASE}-{component}")
         expected = WORKLOAD_IDENTITY[component]["serviceAccount"]["annotations"]
         assert account["metadata"]["annotations"] == expected
-    job = manifests.get("Job")
+    job = manifests.training_job()
     deployment = manifests.get("Deployment", RELEASE)
     assert pod_spec_of(job)[1].service_account_name == f"{RELEASE}-training"
     assert pod_spec_of(deployment)[1].service_account_name == f"{RELEASE}-predictor"
@@ -55,7 +55,7 @@ def test_predictors_read_with_their_own_secret_and_the_job_with_its_own() -> Non
     assert key_secrets(manifests.get("Deployment", RELEASE)) == dict.fromkeys(
         KEY_VARIABLES, s3["predictorExistingSecret"]
     )
-    assert key_secrets(manifests.get("Job")) == dict.fromkeys(
+    assert key_secrets(manifests.training_job()) == dict.fromkeys(
         KEY_VARIABLES, s3["existingSecret"]
     )
 
@@ -64,7 +64,7 @@ def test_predictors_default_to_the_jobs_secret() -> None:
     manifests = MODES["s3-external"].render()
 
     assert key_secrets(manifests.get("Deployment", RELEASE)) == key_secrets(
-        manifests.get("Job")
+        manifests.training_job()
     )
 
 
@@ -74,7 +74,7 @@ def egress_rules(mode: str) -> list[list[dict[str, Any]]]:
     policies = manifests.of_kind("NetworkPolicy")
     return [
         policy_of(policies, pod_spec_of(workload)[0])["spec"]["egress"]
-        for workload in (manifests.get("Job"), manifests.get("Deployment", RELEASE))
+        for workload in (manifests.training_job(), manifests.get("Deployment", RELEASE))
     ]
 
 

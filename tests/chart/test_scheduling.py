@@ -171,7 +171,7 @@ class Release:
         return Pod(name, template["metadata"]["labels"], template["spec"])
 
     def training(self) -> Pod:
-        template = self.manifests.get("Job")["spec"]["template"]
+        template = self.manifests.training_job()["spec"]["template"]
         return Pod("train", template["metadata"]["labels"], template["spec"])
 
     def budget(self) -> Mapping[str, Any] | None:

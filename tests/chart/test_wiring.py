@@ -42,6 +42,8 @@ ALL_MODES = sorted(MODES)
 # Stand in for the Secrets a user creates for an external endpoint (existingSecret,
 # predictorExistingSecret).
 EXISTING_SECRETS = {
+    # Made in the cluster by the bundled MinIO's keys Job (test_minio_keys.py runs it).
+    "iris-s3": {"access-key-id": "iris-made", "secret-access-key": "in-the-cluster"},
     "iris-s3-keys": {"access-key-id": "id", "secret-access-key": "key"},
     "iris-s3-read-only": {"access-key-id": "reader", "secret-access-key": "key"},
 }
@@ -72,7 +74,7 @@ def predictor(manifests: Manifests) -> Pod:
 
 
 def training(manifests: Manifests) -> Pod:
-    return pod(manifests.get("Job"), manifests)
+    return pod(manifests.training_job(), manifests)
 
 
 def raw_container(workload: Manifest) -> dict[str, Any]:
@@ -284,7 +286,7 @@ def test_the_job_and_the_predictors_share_the_bucket(mode: str) -> None:
             for e in raw_container(workload)["env"]
             if "valueFrom" in e
         ]
-        for workload in (manifests.get("Job"), manifests.get("Deployment", RELEASE))
+        for workload in (manifests.training_job(), manifests.get("Deployment", RELEASE))
     ]
     assert references[0] == references[1]
     for cron in manifests.of_kind("CronJob"):
@@ -349,19 +351,8 @@ def test_external_s3_keys_come_from_the_existing_secret() -> None:
     assert references == {"iris-s3-keys"}
 
 
-def test_generated_keys_are_random_and_never_in_values() -> None:
-    first, second = (
-        MODES["minio"].render().get("Secret"),
-        render({**MODES["minio"].values, "image": {"tag": "other"}}).get("Secret"),
-    )
-    assert first["data"] != second["data"]
-    assert first["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    for value in first["data"].values():
-        assert len(base64.b64decode(value)) >= 16
-
-
 def test_training_failures_that_a_retry_cannot_fix_fail_the_job_at_once() -> None:
-    job = MODES["defaults"].render().get("Job")
+    job = MODES["defaults"].render().training_job()
     spec = job["spec"]
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     rules = spec["podFailurePolicy"]["rules"]
@@ -409,7 +400,7 @@ def test_pre_stop_and_drain_fit_in_the_grace_period(
     [
         ("defaults", {"PersistentVolumeClaim/iris-models"}),
         ("pvc-deleted-on-uninstall", set()),
-        ("minio", {"PersistentVolumeClaim/iris-minio", "Secret/iris-s3"}),
+        ("minio", {"PersistentVolumeClaim/iris-minio"}),
     ],
 )
 def test_uninstall_keeps_the_models_unless_asked(mode: str, kept: set[str]) -> None:
@@ -443,7 +434,7 @@ def test_network_policies_select_every_pod_and_open_only_what_is_used(
     assert "from" not in ingress
     assert [serving.named_port(port["port"]) for port in ingress["ports"]] == [8080]
     minio = manifests.find("Deployment", f"{RELEASE}-minio")
-    for workload in (manifests.get("Job"), manifests.get("Deployment", RELEASE)):
+    for workload in (manifests.training_job(), manifests.get("Deployment", RELEASE)):
         dns, *store = policy_of(policies, pod_spec_of(workload)[0])["spec"]["egress"]
         assert {port["port"] for port in dns["ports"]} == {53}
         if minio is not None:
@@ -468,8 +459,64 @@ def test_network_policies_select_every_pod_and_open_only_what_is_used(
             if any(selects(a, found) for a in allowed)
         ) == [
             f"Deployment/{RELEASE}",
-            f"Job/{manifests.get('Job')['metadata']['name']}",
+            f"Job/{manifests.training_job()['metadata']['name']}",
         ]
+
+
+MLFLOW_PEERS = [{"namespaceSelector": {"matchLabels": {"name": "mlflow"}}}]
+
+
+@pytest.mark.parametrize(
+    ("tracking_uri", "port"),
+    [
+        ("http://mlflow.mlflow.svc:5000", 5000),
+        ("https://mlflow.example.com", 443),
+        ("http://mlflow.example.com/tracking", 80),
+    ],
+)
+def test_the_training_and_rollback_jobs_may_reach_the_tracking_server(
+    tracking_uri: str, port: int
+) -> None:
+    values = {
+        "training": {
+            "mlflow": {"trackingUri": tracking_uri},
+            "rollback": {"to": "20260101T000000000000Z-abcdef"},
+        },
+        "networkPolicy": {"mlflowEgressTo": MLFLOW_PEERS},
+    }
+    manifests = render(values)
+    policies = manifests.of_kind("NetworkPolicy")
+    jobs = manifests.of_kind("Job")
+    assert len(jobs) == 2
+    for job in jobs:
+        egress = policy_of(policies, pod_spec_of(job)[0])["spec"]["egress"]
+        assert {"ports": [{"port": port, "protocol": "TCP"}], "to": MLFLOW_PEERS} in (
+            egress
+        )
+    # The predictors never talk to MLflow, and nothing opens without a tracking URI.
+    served = policy_of(policies, pod_spec_of(manifests.get("Deployment", RELEASE))[0])
+    assert all(
+        port not in {p["port"] for p in rule["ports"]}
+        for rule in served["spec"]["egress"]
+    )
+    untracked = [
+        policy_of(each.of_kind("NetworkPolicy"), pod_spec_of(each.training_job())[0])
+        for each in (
+            render({"networkPolicy": {"mlflowEgressTo": MLFLOW_PEERS}}),
+            render(),
+        )
+    ]
+    assert untracked[0] == untracked[1]
+
+
+def test_the_tracking_server_is_any_address_on_its_port_unless_narrowed() -> None:
+    manifests = render({"training": {"mlflow": {"trackingUri": "http://mlflow:5000"}}})
+    policy = policy_of(
+        manifests.of_kind("NetworkPolicy"), pod_spec_of(manifests.training_job())[0]
+    )
+    assert policy["spec"]["egress"][-1] == {
+        "ports": [{"port": 5000, "protocol": "TCP"}]
+    }
 
 
 def test_topology_spread_selects_the_predictor_pods() -> None:

@@ -15,6 +15,7 @@ from predictor.internals import (
     ConnectionLimits,
     drop_request_timing,
     require_routes_first,
+    serve_wrapped,
     use_http_protocol,
     wrap_sigterm,
 )
@@ -69,3 +70,13 @@ def test_a_sigterm_handler_not_uvicorns_fails_the_check() -> None:
             wrap_sigterm(lambda handler: handler)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_rest_server_not_running_kserves_app_fails_the_check() -> None:
+    class RestServer:
+        config = uvicorn.Config("somewhere.else:app")
+
+    with pytest.raises(BrokenAssumptionError, match=r"kserve\.model_server:app"):
+        serve_wrapped(RestServer(), lambda app: app)
+    with pytest.raises(BrokenAssumptionError, match="_rest_server"):
+        serve_wrapped(object(), lambda app: app)

@@ -45,6 +45,9 @@ MIB: Final = 1024 * 1024
 MAX_POINTER_BYTES: Final = 64 * 1024
 MAX_METADATA_BYTES: Final = 1 * MIB
 MAX_MODEL_BYTES: Final = 256 * MIB
+# A model file is a zip: what its members unpack to is bounded too (a zip bomb).
+MAX_MODEL_UNPACKED_BYTES: Final = 256 * MIB
+MAX_MODEL_MEMBERS: Final = 10_000
 
 # Bounds on what metadata may hold: it reaches logs, /metrics labels and JSON
 # responses, where a 10 MB string or a 100-digit integer does harm.

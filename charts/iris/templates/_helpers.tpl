@@ -23,17 +23,10 @@ chart's name (so `helm install iris` gives a Service named iris), else release-c
 {{- end }}
 
 {{/*
-Chart name and version, for the helm.sh/chart label.
-*/}}
-{{- define "iris.chart" -}}
-{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{/*
 The labels every object carries.
 */}}
 {{- define "iris.labels" -}}
-helm.sh/chart: {{ include "iris.chart" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "iris.selectorLabels" . }}
 {{- if .Chart.AppVersion }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -73,21 +66,6 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 Names of the objects, each in one place.
 */}}
-{{/*
-The training Job is named from a hash of its own spec (the image, the training
-settings, everything that shapes the model): an upgrade that changes none of them
-keeps the finished Job and does not retrain, one that does runs a new Job rather than
-editing an immutable one, and `helm template` (Argo CD) names it the same every time.
-*/}}
-{{- define "iris.trainingJobName" -}}
-{{- $hash := include "iris.trainingJobSpec" . | sha256sum | trunc 10 }}
-{{- printf "%s-train-%s" (include "iris.fullname" . | trunc 46 | trimSuffix "-") $hash }}
-{{- end }}
-
-{{- define "iris.retrainCronJobName" -}}
-{{- printf "%s-retrain" (include "iris.fullname" . | trunc 44 | trimSuffix "-") }}
-{{- end }}
-
 {{- define "iris.minioName" -}}
 {{- printf "%s-minio" (include "iris.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}
@@ -100,19 +78,17 @@ editing an immutable one, and `helm template` (Argo CD) names it the same every 
 {{- end }}
 {{- end }}
 
-{{- define "iris.predictorServiceAccountName" -}}
-{{- if .Values.predictor.serviceAccount.create }}
-{{- default (printf "%s-predictor" (include "iris.fullname" . | trunc 53 | trimSuffix "-")) .Values.predictor.serviceAccount.name }}
+{{/*
+A workload's ServiceAccount: (dict "context" $ "component" "predictor" "account"
+.Values.predictor.serviceAccount); <fullname>-<component> when created.
+*/}}
+{{- define "iris.serviceAccountName" -}}
+{{- $account := .account }}
+{{- if $account.create }}
+{{- $base := include "iris.fullname" .context | trunc (int (sub 62 (len .component))) | trimSuffix "-" }}
+{{- default (printf "%s-%s" $base .component) $account.name }}
 {{- else }}
-{{- default "default" .Values.predictor.serviceAccount.name }}
-{{- end }}
-{{- end }}
-
-{{- define "iris.trainingServiceAccountName" -}}
-{{- if .Values.training.serviceAccount.create }}
-{{- default (printf "%s-training" (include "iris.fullname" . | trunc 54 | trimSuffix "-")) .Values.training.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.training.serviceAccount.name }}
+{{- default "default" $account.name }}
 {{- end }}
 {{- end }}
 
@@ -122,6 +98,18 @@ volume. A ReadWriteOnce volume attaches to one node at a time.
 */}}
 {{- define "iris.sharedStorage" -}}
 {{- or (eq .Values.storage.type "s3") (has "ReadWriteMany" .Values.storage.pvc.accessModes) }}
+{{- end }}
+
+{{/*
+A switch that is true, false, or null for "only where every node can read the models"
+(predictor.topologySpread, podDisruptionBudget): (dict "context" $ "enabled" <value>).
+*/}}
+{{- define "iris.enabledWhereShared" -}}
+{{- if kindIs "invalid" .enabled }}
+{{- include "iris.sharedStorage" .context }}
+{{- else }}
+{{- .enabled }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -176,17 +164,6 @@ Where the models volume is mounted in the training Job and the predictors.
 {{- end }}
 
 {{/*
-The one model location the training Job publishes to and the predictors read from.
-*/}}
-{{- define "iris.modelUri" -}}
-{{- if eq .Values.storage.type "s3" }}
-{{- printf "s3://%s/%s" .Values.storage.s3.bucket (.Values.storage.s3.prefix | trimAll "/") | trimSuffix "/" }}
-{{- else }}
-{{- include "iris.modelsMountPath" . }}
-{{- end }}
-{{- end }}
-
-{{/*
 The S3 endpoint: the bundled MinIO's Service, or the external one from values.
 */}}
 {{- define "iris.s3Endpoint" -}}
@@ -198,51 +175,16 @@ The S3 endpoint: the bundled MinIO's Service, or the external one from values.
 {{- end }}
 
 {{/*
-The TCP port of the S3 endpoint, for the NetworkPolicy's egress rule.
-*/}}
-{{- define "iris.s3EndpointPort" -}}
-{{- $url := urlParse (include "iris.s3Endpoint" .) }}
-{{- $host := get $url "host" }}
-{{- if regexMatch ":[0-9]+$" $host }}
-{{- regexFind "[0-9]+$" $host }}
-{{- else if eq (get $url "scheme") "https" }}
-{{- 443 }}
-{{- else }}
-{{- 80 }}
-{{- end }}
-{{- end }}
-
-{{/*
-The Secret holding the S3 keys: the user's, or the one this chart generates for the
-bundled MinIO.
+The Secret the training Job (and by default the predictors) read the S3 keys from:
+storage.s3.existingSecret, else <fullname>-s3, which the bundled MinIO's keys Job
+makes. Empty when the pods take no keys at all: an external endpoint without
+existingSecret uses the AWS credential chain (workload identity).
 */}}
 {{- define "iris.s3SecretName" -}}
 {{- if .Values.storage.s3.existingSecret }}
 {{- .Values.storage.s3.existingSecret }}
-{{- else }}
+{{- else if .Values.minio.enabled }}
 {{- printf "%s-s3" (include "iris.fullname" . | trunc 60 | trimSuffix "-") }}
-{{- end }}
-{{- end }}
-
-{{/*
-The Secret the predictors read their S3 keys from: storage.s3.predictorExistingSecret
-(read-only keys), else the Job's. Empty when the pods take no keys at all: an external
-endpoint without existingSecret uses the AWS credential chain (workload identity).
-*/}}
-{{- define "iris.s3PredictorSecretName" -}}
-{{- if .Values.storage.s3.predictorExistingSecret }}
-{{- .Values.storage.s3.predictorExistingSecret }}
-{{- else if or .Values.minio.enabled .Values.storage.s3.existingSecret }}
-{{- include "iris.s3SecretName" . }}
-{{- end }}
-{{- end }}
-
-{{/*
-The Secret the training Job reads its S3 keys from; empty as for the predictors.
-*/}}
-{{- define "iris.s3TrainingSecretName" -}}
-{{- if or .Values.minio.enabled .Values.storage.s3.existingSecret }}
-{{- include "iris.s3SecretName" . }}
 {{- end }}
 {{- end }}
 
@@ -269,7 +211,7 @@ One IRIS_* variable per key of a settings map: nEstimators becomes IRIS_N_ESTIMA
 {{- end }}
 
 {{/*
-Where the models are, for the training Job and the predictors alike: the URI, and for
+Where the models are (one location the Job publishes to and the predictors read), for the training Job and the predictors alike: the URI, and for
 S3 the endpoint and the keys, which come from a Secret and never from values. Called
 with (dict "context" $ "secret" <name>); an empty secret renders no keys, so the
 programs take the AWS credential chain (the ServiceAccount's IAM role).
@@ -277,7 +219,11 @@ programs take the AWS credential chain (the ServiceAccount's IAM role).
 {{- define "iris.storeEnv" -}}
 {{- $ := .context }}
 - name: IRIS_MODEL_URI
-  value: {{ include "iris.modelUri" $ | quote }}
+  {{- if eq $.Values.storage.type "s3" }}
+  value: {{ printf "s3://%s/%s" $.Values.storage.s3.bucket ($.Values.storage.s3.prefix | trimAll "/") | trimSuffix "/" | quote }}
+  {{- else }}
+  value: {{ include "iris.modelsMountPath" $ | quote }}
+  {{- end }}
 {{- if eq $.Values.storage.type "s3" }}
 - name: IRIS_S3_ENDPOINT
   value: {{ include "iris.s3Endpoint" $ | quote }}
@@ -301,17 +247,6 @@ programs take the AWS credential chain (the ServiceAccount's IAM role).
 {{- end }}
 
 {{/*
-The pod and container security contexts of every pod, from values.
-*/}}
-{{- define "iris.podSecurityContext" -}}
-{{- toYaml .Values.podSecurityContext }}
-{{- end }}
-
-{{- define "iris.containerSecurityContext" -}}
-{{- toYaml .Values.containerSecurityContext }}
-{{- end }}
-
-{{/*
 Checkov findings this chart answers by design, each with its reason, for a workload's
 metadata.annotations. Image findings apply to the project's own image only.
 */}}
@@ -325,141 +260,5 @@ checkov.io/skip3: "CKV_K8S_15=IfNotPresent lets an image loaded with kind load r
 {{- end }}
 {{- if .secretEnv }}
 checkov.io/skip4: "CKV_K8S_35=the programs read their S3 keys from environment variables by design; the keys come from a Secret"
-{{- end }}
-{{- end }}
-
-{{/*
-Whether the ServiceMonitor and the PrometheusRule render: "true" when enabled, or when
-left null (auto) and the cluster serves the prometheus-operator's API.
-*/}}
-{{- define "iris.serviceMonitorEnabled" -}}
-{{- $enabled := .Values.metrics.serviceMonitor.enabled }}
-{{- if kindIs "invalid" $enabled }}
-{{- .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor" }}
-{{- else }}
-{{- $enabled }}
-{{- end }}
-{{- end }}
-
-{{- define "iris.prometheusRuleEnabled" -}}
-{{- $enabled := .Values.metrics.prometheusRule.enabled }}
-{{- if kindIs "invalid" $enabled }}
-{{- .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule" }}
-{{- else }}
-{{- $enabled }}
-{{- end }}
-{{- end }}
-
-{{/*
-Whether the predictors spread over nodes and have a PodDisruptionBudget: as set, or
-when null, only where every node can read the models.
-*/}}
-{{- define "iris.topologySpread" -}}
-{{- $enabled := .Values.predictor.topologySpread.enabled }}
-{{- if kindIs "invalid" $enabled }}
-{{- include "iris.sharedStorage" . }}
-{{- else }}
-{{- $enabled }}
-{{- end }}
-{{- end }}
-
-{{- define "iris.podDisruptionBudget" -}}
-{{- $enabled := .Values.podDisruptionBudget.enabled }}
-{{- if kindIs "invalid" $enabled }}
-{{- include "iris.sharedStorage" . }}
-{{- else }}
-{{- $enabled }}
-{{- end }}
-{{- end }}
-
-{{/*
-Checks across values that the schema cannot express, each failing with what to change.
-*/}}
-{{- define "iris.validate" -}}
-{{- if and .Values.minio.enabled (ne .Values.storage.type "s3") }}
-{{- fail "minio.enabled needs storage.type: s3 (the bundled MinIO is an S3 store)" }}
-{{- end }}
-{{- if and (eq .Values.storage.type "s3") (not .Values.minio.enabled) }}
-{{- if not .Values.storage.s3.endpoint }}
-{{- fail "storage.type s3 needs storage.s3.endpoint (an http:// or https:// URL), or minio.enabled: true for the bundled MinIO" }}
-{{- end }}
-{{- if and .Values.storage.s3.predictorExistingSecret (not .Values.storage.s3.existingSecret) }}
-{{- fail "storage.s3.predictorExistingSecret needs storage.s3.existingSecret for the training Job: static keys for the predictors and the AWS credential chain for the Job is not a supported mix" }}
-{{- end }}
-{{- end }}
-{{- $shutdown := add .Values.predictor.preStopSleepSeconds (ceil .Values.predictor.settings.drainSeconds) 5 }}
-{{- if gt (int $shutdown) (int .Values.predictor.terminationGracePeriodSeconds) }}
-{{- fail (printf "predictor.terminationGracePeriodSeconds (%d) must cover preStopSleepSeconds + settings.drainSeconds + 5s to finish requests (%d)" (int .Values.predictor.terminationGracePeriodSeconds) (int $shutdown)) }}
-{{- end }}
-{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
-{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
-{{- end }}
-{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
-{{- fail "ingress.enabled needs ingress.hosts: at least one host (empty for every host) and its paths" }}
-{{- end }}
-{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
-{{- fail "httpRoute.enabled needs httpRoute.parentRefs: the Gateway (and listener) the route attaches to" }}
-{{- end }}
-{{- if has "ReadWriteOncePod" .Values.storage.pvc.accessModes }}
-{{- fail "storage.pvc.accessModes ReadWriteOncePod lets one pod mount the models, but the training Job and every predictor need them: use ReadWriteOnce (one node), ReadWriteMany, or storage.type s3" }}
-{{- end }}
-{{- if ne (include "iris.sharedStorage" .) "true" }}
-{{- if or .Values.predictor.topologySpread.enabled .Values.predictor.topologySpreadConstraints }}
-{{- fail "predictor.topologySpread.enabled and predictor.topologySpreadConstraints need storage every node can read: a ReadWriteOnce volume attaches to one node, so the predictors share its node (a predictor spread elsewhere never starts: Multi-Attach). Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave topologySpread.enabled null" }}
-{{- end }}
-{{- if .Values.podDisruptionBudget.enabled }}
-{{- fail "podDisruptionBudget.enabled needs storage every node can read: on a ReadWriteOnce volume every predictor is on the volume's node, whose replacements can only land on that cordoned node, so the budget would block its drain forever. Use storage.type s3 or a ReadWriteMany storage.pvc.accessModes, or leave podDisruptionBudget.enabled null" }}
-{{- end }}
-{{- end }}
-{{- if eq (include "iris.podDisruptionBudget" .) "true" }}
-{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.predictor.replicaCount .Values.autoscaling.enabled }}
-{{- if le (int $replicas) (int .Values.podDisruptionBudget.minAvailable) }}
-{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below the predictor's minimum replicas (%d), or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int $replicas)) }}
-{{- end }}
-{{- end }}
-{{- end }}
-
-{{/*
-NetworkPolicy egress rules: DNS, and for the Job and the predictors the model store.
-*/}}
-{{- define "iris.networkPolicyDnsEgress" -}}
-- ports:
-    - port: 53
-      protocol: UDP
-    - port: 53
-      protocol: TCP
-  {{- with .Values.networkPolicy.dnsTo }}
-  to:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-{{- end }}
-
-{{- define "iris.networkPolicyStoreEgress" -}}
-{{- include "iris.networkPolicyDnsEgress" . }}
-{{- if .Values.minio.enabled }}
-- to:
-    - podSelector:
-        matchLabels:
-          {{- include "iris.componentSelectorLabels" (dict "context" . "component" "minio") | nindent 10 }}
-  ports:
-    - port: {{ .Values.minio.service.port }}
-      protocol: TCP
-{{- else if eq .Values.storage.type "s3" }}
-- ports:
-    - port: {{ include "iris.s3EndpointPort" . }}
-      protocol: TCP
-  {{- with .Values.networkPolicy.s3EgressTo }}
-  to:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-{{- if .Values.networkPolicy.cloudMetadataEgress }}
-# The instance metadata service, where the AWS credential chain finds a node's role.
-- to:
-    - ipBlock:
-        cidr: 169.254.169.254/32
-  ports:
-    - port: 80
-      protocol: TCP
-{{- end }}
 {{- end }}
 {{- end }}

@@ -1,4 +1,15 @@
 {{/*
+The training Job is named from a hash of its own spec (the image, the training
+settings, everything that shapes the model): an upgrade that changes none of them
+keeps the finished Job and does not retrain, one that does runs a new Job rather than
+editing an immutable one, and `helm template` (Argo CD) names it the same every time.
+*/}}
+{{- define "iris.trainingJobName" -}}
+{{- $hash := include "iris.trainingJobSpec" . | sha256sum | trunc 10 }}
+{{- printf "%s-train-%s" (include "iris.fullname" . | trunc 46 | trimSuffix "-") $hash }}
+{{- end }}
+
+{{/*
 The spec of a training Job, for the install/upgrade Job and the CronJob alike.
 */}}
 {{- define "iris.trainingJobSpec" -}}
@@ -35,7 +46,7 @@ template:
     {{- end }}
   spec:
     restartPolicy: Never
-    serviceAccountName: {{ include "iris.trainingServiceAccountName" . }}
+    serviceAccountName: {{ include "iris.serviceAccountName" (dict "context" . "component" "training" "account" .Values.training.serviceAccount) }}
     automountServiceAccountToken: false
     enableServiceLinks: false
     {{- with .Values.training.priorityClassName }}
@@ -46,14 +57,14 @@ template:
       {{- toYaml . | nindent 6 }}
     {{- end }}
     securityContext:
-      {{- include "iris.podSecurityContext" . | nindent 6 }}
+      {{- toYaml .Values.podSecurityContext | nindent 6 }}
     containers:
       - name: train
         image: {{ include "iris.image" . }}
         imagePullPolicy: {{ .Values.image.pullPolicy }}
         command: ["python", "-m", "training"]
         env:
-          {{- include "iris.storeEnv" (dict "context" . "secret" (include "iris.s3TrainingSecretName" .)) | trim | nindent 10 }}
+          {{- include "iris.storeEnv" (dict "context" . "secret" (include "iris.s3SecretName" .)) | trim | nindent 10 }}
           {{- $settings := .Values.training.settings }}
           {{- if eq (int $settings.maxDepth) 0 }}
           {{- $settings = set (deepCopy $settings) "maxDepth" "null" }}
@@ -88,7 +99,7 @@ template:
           {{- toYaml . | nindent 10 }}
         {{- end }}
         securityContext:
-          {{- include "iris.containerSecurityContext" . | nindent 10 }}
+          {{- toYaml .Values.containerSecurityContext | nindent 10 }}
         resources:
           {{- toYaml .Values.training.resources | nindent 10 }}
         volumeMounts:
