@@ -117,6 +117,10 @@ CMD ["python", "-m", "predictor"]
 ARG VERSION=unknown
 ARG REVISION=unknown
 ARG SOURCE=unknown
+# podman's layer cache keys a LABEL step on its text, not on the values of the ARGs
+# it expands, but a RUN step on both: this empty step makes another revision miss
+# the cache, so the labels below are never a previous build's.
+RUN true
 LABEL org.opencontainers.image.title="iris" \
       org.opencontainers.image.description="Train, publish and serve a scikit-learn Iris classifier on Kubernetes with KServe" \
       org.opencontainers.image.version="$VERSION" \

@@ -96,9 +96,9 @@ $(CHECKOV_INSTALLED): requirements/checkov.txt
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)
 
-# The MLflow server tests/unit/test_tracking.py records to, in a venv of its own so
-# .venv does not carry the full server's ~90 pins. requirements/mlflow.txt, from
-# mlflow.in.
+# The MLflow server tests/unit/test_tracking.py and tests/image record to (the tests'
+# mlflow_server fixture), in a venv of its own so .venv does not carry the full
+# server's ~90 pins. requirements/mlflow.txt, from mlflow.in.
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_INSTALLED := $(MLFLOW_VENV)/.installed
 
@@ -132,7 +132,7 @@ bench: $(INSTALLED)
 # python:3.11-slim made from Debian packages), then runs the chart's Job and two
 # replicas of its Deployment from it. Needs root, podman, runc and mmdebstrap
 # (.ci/run installs them).
-test-image: $(INSTALLED) chart-tools
+test-image: $(INSTALLED) chart-tools mlflow-server
 	$(BIN)/pytest -m image -s tests/image
 
 # The README's picture of the try-it page, taken by a real predictor and Debian's

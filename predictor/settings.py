@@ -13,23 +13,13 @@ from typing import Literal
 
 from kserve import model_server
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.store.cli import parse_cli
+from training.store.cli import ProgramSettings, parse_cli
 
 MIB = 1024 * 1024
 
 
-class PredictorSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IRIS_", cli_kebab_case=False, extra="forbid"
-    )
-
-    model_uri: str = Field(
-        "./models",
-        description="Where models are published: a directory (the PVC's /models) or "
-        "s3://bucket/prefix (endpoint and keys from IRIS_S3_*). Default ./models.",
-    )
+class PredictorSettings(ProgramSettings):
     reload_interval_seconds: float = Field(
         10.0,
         gt=0,
@@ -84,9 +74,6 @@ class PredictorSettings(BaseSettings):
         ge=0,
         description="Recent rows each replica keeps to score drift against the "
         "training distribution (iris_feature_drift_*); 0 turns the scores off.",
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log verbosity of the predictor and KServe. Default INFO."
     )
     access_log: bool = Field(
         False, description="Log every request (costs CPU per request). Default false."

@@ -18,6 +18,10 @@ from training.settings import TrainingSettings
 from training.store import ModelStore, open_store
 from training.train import TrainedModel, train
 
+MLFLOW = Path(__file__).resolve().parents[1] / ".venv-mlflow" / "bin" / "mlflow"
+# As training.tracking sets it for the program, before the tests import mlflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -129,6 +133,42 @@ def moto_server() -> Iterator[S3Server]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server on 127.0.0.1 (SQLite, local artifacts), from .venv-mlflow
+    (``make mlflow-server``: the server's ~90 pins stay out of .venv); its URI."""
+    if not MLFLOW.exists():
+        pytest.fail(f"{MLFLOW} is missing: run make mlflow-server")
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(MLFLOW),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "server.log").open("wb"),
+    )
+    try:
+        # The first start migrates the SQLite schema, which takes a while.
+        wait_for_port(port, process, timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -12,13 +12,18 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from training.data import DataError
 from training.gate import ExitCode
 from training.lifecycle import VersionUnusableError, move_pointer, publish_if_better
 from training.report import render_report
-from training.settings import StoreCommandSettings, TrainingSettings, parse_settings
+from training.settings import (
+    StoreCommandSettings,
+    TrackedSettings,
+    TrainingSettings,
+    parse_settings,
+)
 from training.store import ModelStore, StoreError, open_store
 from training.store.cli import parse_cli
 from training.store.errors import PointerConflictError
@@ -104,7 +109,9 @@ def render_versions(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def run_command(command: str, argv: Sequence[str]) -> int:
+def parse_command(
+    command: str, argv: Sequence[str]
+) -> tuple[StoreCommandSettings, argparse.Namespace]:
     parser = argparse.ArgumentParser(
         prog=f"python -m training {command}",
         description={
@@ -119,15 +126,15 @@ def run_command(command: str, argv: Sequence[str]) -> int:
         parser.add_argument("target", metavar="VERSION", help="the version to promote")
     if command == "versions":
         parser.add_argument("--json", action="store_true", help="print JSON")
-    settings, arguments = parse_cli(StoreCommandSettings, parser, argv)
-    _configure_logging(settings.log_level)
-    try:
-        tracker = _open_tracker(
-            settings.mlflow_tracking_uri, settings.mlflow_model_name
-        )
-    except TrackingUnavailableError as error:
-        log.error("%s", error)
-        return ExitCode.USAGE
+    return parse_cli(StoreCommandSettings, parser, argv)
+
+
+def run_command(
+    command: str,
+    settings: StoreCommandSettings,
+    arguments: argparse.Namespace,
+    tracker: Tracker | None,
+) -> ExitCode:
     try:
         store = open_store(settings.model_uri)
         if command == "versions":
@@ -162,10 +169,6 @@ def run_command(command: str, argv: Sequence[str]) -> int:
     return ExitCode.PUBLISHED
 
 
-def _open_tracker(tracking_uri: str, model_name: str) -> Tracker | None:
-    return Tracker(tracking_uri, model_name) if tracking_uri else None
-
-
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level,
@@ -174,27 +177,39 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments and arguments[0] in COMMANDS:
-        return run_command(arguments[0], arguments[1:])
-    settings = parse_settings(arguments)
+def start(settings: TrackedSettings, command: Callable[[Tracker | None], int]) -> int:
+    """Configure logging, open the one tracker, run command, map errors to codes."""
     _configure_logging(settings.log_level)
     try:
-        tracker = _open_tracker(
-            settings.mlflow_tracking_uri, settings.mlflow_model_name
+        tracker = (
+            Tracker(settings.mlflow_tracking_uri, settings.mlflow_model_name)
+            if settings.mlflow_tracking_uri
+            else None
         )
     except TrackingUnavailableError as error:
         log.error("%s", error)
         return ExitCode.USAGE
     try:
-        return run(settings, tracker)
+        return command(tracker)
     except DataError as error:
         log.error("bad training data, nothing published: %s", error)
         return ExitCode.USAGE
     except StoreError as error:
         log.error("store error: %s", error)
         return ExitCode.STORE_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in COMMANDS:
+        name = arguments[0]
+        store_settings, parsed = parse_command(name, arguments[1:])
+        return start(
+            store_settings,
+            lambda tracker: run_command(name, store_settings, parsed, tracker),
+        )
+    settings = parse_settings(arguments)
+    return start(settings, lambda tracker: run(settings, tracker))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from training.store.cli import parse_cli
+from training.store.cli import ProgramSettings, parse_cli
 from training.tracking import check_tracking_uri
 
 TrackingUri = Annotated[str, AfterValidator(check_tracking_uri)]
@@ -20,20 +20,22 @@ TRACKING_URI_HELP = (
 )
 
 
-class TrainingSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IRIS_",
-        cli_kebab_case=False,
-        extra="forbid",
-        # IRIS_MAX_DEPTH=null means no limit, as --max_depth null does.
-        env_parse_none_str="null",
+class TrackedSettings(ProgramSettings):
+    """What training and the pointer commands share: MLflow and the history's why."""
+
+    reason: str = Field(
+        "", description="Why the pointer moves, recorded in the store's history."
+    )
+    mlflow_tracking_uri: TrackingUri = Field("", description=TRACKING_URI_HELP)
+    mlflow_model_name: str = Field(
+        "iris", min_length=1, description="The MLflow registered model. Default iris."
     )
 
-    model_uri: str = Field(
-        "./models",
-        description="Where to publish: a directory (the PVC's /models) or "
-        "s3://bucket/prefix (endpoint and keys from IRIS_S3_*). Default ./models.",
-    )
+
+class TrainingSettings(TrackedSettings):
+    # IRIS_MAX_DEPTH=null means no limit, as --max_depth null does.
+    model_config = SettingsConfigDict(env_parse_none_str="null")
+
     data: str = Field(
         "",
         description="A CSV file with a header row to train on, a path or "
@@ -103,9 +105,6 @@ class TrainingSettings(BaseSettings):
         description="Publish only if held-out accuracy beats the current model's "
         "by at least this much, so noise does not churn versions. Default 0.",
     )
-    reason: str = Field(
-        "", description="Why this run publishes, recorded in the store's history."
-    )
     force: bool = Field(
         False,
         description="Publish even if the current model scores better on the same "
@@ -117,15 +116,8 @@ class TrainingSettings(BaseSettings):
         description="Published versions to keep, the current one included; "
         "at least 2 so a reader of the previous version is never cut off. Default 5.",
     )
-    mlflow_tracking_uri: TrackingUri = Field("", description=TRACKING_URI_HELP)
     mlflow_experiment: str = Field(
         "iris", min_length=1, description="The MLflow experiment. Default iris."
-    )
-    mlflow_model_name: str = Field(
-        "iris", min_length=1, description="The MLflow registered model. Default iris."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log verbosity. Default INFO."
     )
 
     @model_validator(mode="after")
@@ -135,22 +127,8 @@ class TrainingSettings(BaseSettings):
         return self
 
 
-class StoreCommandSettings(BaseSettings):
+class StoreCommandSettings(TrackedSettings):
     """Settings of ``versions``, ``rollback`` and ``promote``."""
-
-    model_config = SettingsConfigDict(env_prefix="IRIS_", cli_kebab_case=False)
-
-    model_uri: str = Field(
-        "./models", description="The store: a directory or s3://bucket/prefix."
-    )
-    reason: str = Field("", description="Why the pointer moves, kept in its history.")
-    mlflow_tracking_uri: TrackingUri = Field("", description=TRACKING_URI_HELP)
-    mlflow_model_name: str = Field(
-        "iris", min_length=1, description="The MLflow registered model."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log verbosity."
-    )
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> TrainingSettings:

@@ -3,9 +3,10 @@
 The store stays the source of truth that predictors read; MLflow is a record of it.
 So a tracking failure (server down, refused credentials) is one warning and the
 run goes on without tracking, while a tracking URI that can never work is a usage
-error before anything is trained. The client is ``mlflow-skinny`` (the ``mlflow``
-extra), imported only when a tracking URI is set. Credentials come from MLflow's own
-``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``.
+error before anything is trained. The client is ``mlflow-skinny``, a dependency
+imported only when a tracking URI is set, so the predictor never loads it.
+Credentials come from MLflow's own ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or
+``MLFLOW_TRACKING_TOKEN``.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ log = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
 CHAMPION_ALIAS = "champion"
 STORE_VERSION_TAG = "store_version"
+CV_SCORES_METRIC = "cv_accuracy"
 # MLflow's defaults retry a dead server for minutes (7 retries, backoff factor 2);
 # the store does not wait on MLflow, so fail fast. An operator's own values win.
 CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # Read when mlflow is imported: no usage reports to MLflow's servers from a Job,
+    # and its thread, failing offline, unset a variable while a request read them all.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 
@@ -74,7 +79,7 @@ class Tracker:
         except ImportError as error:
             raise TrackingUnavailableError(
                 "a tracking URI is set but the MLflow client is not installed: "
-                "pip install 'iris[mlflow]'"
+                "pip install mlflow-skinny"
             ) from error
         self.uri = tracking_uri
         self.model_name = model_name
@@ -160,9 +165,17 @@ class Tracker:
         }
         if published is not None:
             tags[STORE_VERSION_TAG] = published.version
+        # Each fold's accuracy is one step of cv_accuracy, MLflow's way to log a series.
+        folds = [
+            Metric(CV_SCORES_METRIC, score, now, fold)
+            for fold, score in enumerate(trained.cv_scores)
+        ]
         client.log_batch(
             run_id,
-            metrics=[Metric(key, value, now, 0) for key, value in values.items()],
+            metrics=[
+                *(Metric(key, value, now, 0) for key, value in values.items()),
+                *folds,
+            ],
             params=[Param(key, value) for key, value in parameters.items()],
             tags=[RunTag(key, value) for key, value in tags.items()],
         )

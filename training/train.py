@@ -21,6 +21,8 @@ class TrainedModel:
     estimator: Any
     card: ModelCard
     split: DataSplit
+    # Each cross-validation fold's accuracy, in fold order.
+    cv_scores: tuple[float, ...]
 
 
 def train(settings: TrainingSettings) -> TrainedModel:
@@ -48,7 +50,7 @@ def train(settings: TrainingSettings) -> TrainedModel:
         " ".join(f"{name}={value}" for name, value in parameters.items()),
     )
     estimator = build_estimator(settings)
-    metrics = fit_and_evaluate(
+    metrics, cv_scores = fit_and_evaluate(
         estimator, split, settings.cv_folds, settings.random_state
     )
     log.info(
@@ -75,4 +77,6 @@ def train(settings: TrainingSettings) -> TrainedModel:
         classes=dataset.classes,
         golden=split.golden_rows(estimator.predict_proba(split.x_test)),
     )
-    return TrainedModel(estimator=estimator, card=card, split=split)
+    return TrainedModel(
+        estimator=estimator, card=card, split=split, cv_scores=cv_scores
+    )

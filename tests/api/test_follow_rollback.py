@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.api.conftest import PredictorProcess
-from tests.unit.test_training import run_training
+from training.__main__ import main
+from training.gate import ExitCode
 from training.store import open_store
 from training.train import TrainedModel
 
@@ -37,10 +38,10 @@ def test_a_running_predictor_follows_a_rollback_and_a_promote(
     second = store.publish(default_model.estimator, default_model.card, 5).version
     wait_for_version(server, second, timeout=10)
 
-    rolled = run_training("rollback", "--model_uri", str(models), "--reason", "test")
-    assert rolled.returncode == 0, rolled.stderr
+    # In process: the predictor is the process under test here.
+    rolled = main(["rollback", "--model_uri", str(models), "--reason", "test"])
+    assert rolled == ExitCode.PUBLISHED
     wait_for_version(server, first, timeout=10)
 
-    promoted = run_training("promote", second, "--model_uri", str(models))
-    assert promoted.returncode == 0, promoted.stderr
+    assert main(["promote", second, "--model_uri", str(models)]) == ExitCode.PUBLISHED
     wait_for_version(server, second, timeout=10)

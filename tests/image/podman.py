@@ -38,6 +38,8 @@ class ContainerSpec:
     read_only: bool = True
     drop_all_capabilities: bool = True
     no_new_privileges: bool = True
+    # "host" shares the host's network, to reach a server bound to its 127.0.0.1.
+    network: str | None = None
 
     def run_arguments(self) -> list[str]:
         """The ``podman run`` arguments, without the container's name."""
@@ -50,6 +52,8 @@ class ContainerSpec:
             arguments += ["--cap-drop", "ALL"]
         if self.no_new_privileges:
             arguments += ["--security-opt", "no-new-privileges"]
+        if self.network is not None:
+            arguments += ["--network", self.network]
         for path in self.tmpfs:
             arguments += ["--tmpfs", path]
         for host_dir, path in self.mounts.items():

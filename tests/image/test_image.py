@@ -5,7 +5,8 @@ and publishes into a host directory standing in for the PVC, then two pods of it
 Deployment serve it, each on its own port: the rendered command, arguments,
 environment, mounts and securityContext (UID 1000, read-only root filesystem, /tmp
 an emptyDir, no capabilities, no privilege escalation), nothing written by hand.
-The last test stops the replicas as the kubelet would.
+The last test stops the replicas as the kubelet would. The Job's pod also runs with
+the chart's MLflow tracking set, against a real MLflow server on the host.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import secrets
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 from packaging.utils import canonicalize_name
 
 from tests.chart.pods import Pod, describe
@@ -35,6 +37,8 @@ from tests.image.podman import (
     from_pod,
 )
 from tests.release.locked import IMAGE_ENVIRONMENT, pinned
+from training.gate import ExitCode
+from training.tracking import CHAMPION_ALIAS, CV_SCORES_METRIC, STORE_VERSION_TAG
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(900)]
 
@@ -289,3 +293,99 @@ def test_sigterm_stops_each_replica_cleanly(replicas: list[Replica]) -> None:
         assert status == 0, log
         assert seconds < grace, log  # stopped by SIGTERM, not killed at the deadline
         assert "draining readiness=false" in log
+
+
+def run_tracked_job(
+    podman: Podman,
+    image: str,
+    name: str,
+    tracking_uri: str,
+    root: Path,
+) -> Exited:
+    """The rendered training Job's pod with training.mlflow set, on the host's
+    network so that it reaches a server on the host's 127.0.0.1."""
+    repository, _, tag = image.rpartition(":")
+    manifests = render(
+        {
+            "image": {"repository": repository, "tag": tag},
+            "training": {
+                "mlflow": {
+                    "trackingUri": tracking_uri,
+                    "experiment": name,
+                    "modelName": name,
+                }
+            },
+        }
+    )
+    os.chown(root, UID, UID)
+    job = describe(manifests.get("Job"), manifests)
+    spec = replace(from_pod(job, claims(manifests, root)), network="host")
+    assert spec.env["IRIS_MLFLOW_TRACKING_URI"] == tracking_uri
+    return podman.run(name, spec)
+
+
+def test_the_job_records_its_run_and_the_champion_in_mlflow(
+    podman: Podman, image: str, run_id: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    name = f"{run_id}-mlflow"
+
+    done = run_tracked_job(podman, image, name, mlflow_server, tmp_path)
+
+    assert done.status == ExitCode.PUBLISHED, done.stderr
+    version = Published(done, tmp_path).version()
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[STORE_VERSION_TAG] == version
+    folds = client.get_metric_history(run.info.run_id, CV_SCORES_METRIC)
+    assert [fold.step for fold in folds] == [0, 1, 2, 3, 4]
+    champion = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    assert (champion.run_id, champion.tags[STORE_VERSION_TAG]) == (
+        run.info.run_id,
+        version,
+    )
+
+
+def test_an_unreachable_tracking_server_warns_and_the_job_publishes(
+    podman: Podman, image: str, run_id: str, tmp_path: Path
+) -> None:
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+
+    done = run_tracked_job(
+        podman, image, f"{run_id}-unreachable", nothing_listens, tmp_path
+    )
+
+    assert done.status == ExitCode.PUBLISHED, done.stderr
+    assert Published(done, tmp_path).version()
+    warnings = [
+        line
+        for line in done.stderr.splitlines()
+        if {"level=WARNING", "logger=training.tracking"} <= set(line.split())
+    ]
+    assert len(warnings) == 1, done.stderr
+
+
+def test_a_tracking_uri_the_chart_accepts_but_no_client_can_use_exits_2(
+    podman: Podman, image: str, run_id: str, tmp_path: Path
+) -> None:
+    done = run_tracked_job(
+        podman, image, f"{run_id}-bad-uri", "http://127.0.0.1:port", tmp_path
+    )
+
+    assert done.status == ExitCode.USAGE, done.stderr
+    assert "mlflow_tracking_uri" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_predictor_never_imports_mlflow(
+    podman: Podman, image: str, run_id: str
+) -> None:
+    script = "import sys, predictor.__main__; print('mlflow' in sys.modules)"
+    done = podman.run(
+        f"{run_id}-imports",
+        ContainerSpec(image=image, command=("python", "-c", script)),
+    )
+
+    assert (done.status, done.stdout.strip()) == (0, "False"), done.stderr

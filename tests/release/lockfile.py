@@ -111,7 +111,7 @@ LOCKS = {
         Lock(
             "dev.txt",
             "pyproject.toml",
-            extras=("test", "lint", "mlflow"),
+            extras=("test", "lint"),
             constraints=("runtime.txt",),
         ),
         Lock("sbom.txt", f"{REQUIREMENTS}/sbom.in", in_image=True),

@@ -34,7 +34,19 @@ def test_a_full_disk_leaves_no_partial_version_on_any_retry(tmp_path: Path) -> N
     environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
     for _ in range(2):
         result = subprocess.run(
-            [sys.executable, "-m", "training", "--model_uri", str(models)],
+            # A process: the file size limit is the process's. Five trees still
+            # write far more than the limit.
+            [
+                sys.executable,
+                "-m",
+                "training",
+                "--model_uri",
+                str(models),
+                "--n_estimators",
+                "5",
+                "--cv_folds",
+                "2",
+            ],
             env={**environment, "PYTHONDONTWRITEBYTECODE": "1"},
             preexec_fn=_limit_file_size,
             capture_output=True,

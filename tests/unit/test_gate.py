@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.test_training import run_training
+from training.__main__ import main
 from training.gate import (
     ExitCode,
     compare_on_shared_rows,
@@ -109,26 +109,18 @@ def test_the_job_records_the_evaluation_set_and_honours_the_minimum_improvement(
     tmp_path: Path,
 ) -> None:
     models = str(tmp_path / "models")
-    first = run_training(
-        "--model_uri", models, "--n_estimators", "5", "--reason", "nightly retrain"
-    )
-    assert first.returncode == ExitCode.PUBLISHED, first.stderr
+    tiny = ("--model_uri", models, "--n_estimators", "5", "--cv_folds", "2")
+    first = main([*tiny, "--reason", "nightly retrain"])
+    assert first == ExitCode.PUBLISHED
 
-    tie = run_training(
-        "--model_uri",
-        models,
-        "--n_estimators",
-        "5",
-        "--min_improvement",
-        "0.05",
-    )
+    tie = main([*tiny, "--min_improvement", "0.05"])
 
-    assert tie.returncode == ExitCode.WORSE_THAN_CURRENT, tie.stderr
+    assert tie == ExitCode.WORSE_THAN_CURRENT
     store = open_store(models)
     assert len(store.list_versions()) == 1
     current = store.load_current()
     assert current is not None
-    split = train(TrainingSettings(n_estimators=5)).split
+    split = train(TrainingSettings(n_estimators=5, cv_folds=2)).split
     assert current.metadata.evaluation_sha256 == split.evaluation_sha256
     (change,) = store.history()
     assert (change.action, change.version, change.previous_version) == (

@@ -1,4 +1,8 @@
-"""versions, rollback and promote: the pointer moves through the same contract."""
+"""versions, rollback and promote: the pointer moves through the same contract.
+
+The commands run in process (``training.__main__.main``) where what they do to the
+store is the point; one runs as a process, for its exit status.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,20 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.unit.test_training import run_training
+from training.__main__ import main
 from training.gate import ExitCode
 from training.store import open_store
 from training.store.layout import MODEL_FILE, version_key
 from training.train import TrainedModel
 
 
-def versions(models: str) -> dict[str, Any]:
-    listed = run_training("versions", "--model_uri", models, "--json")
-    assert listed.returncode == 0, listed.stderr
-    return dict(json.loads(listed.stdout))
+def versions(models: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["versions", "--model_uri", models, "--json"]) == ExitCode.PUBLISHED
+    return dict(json.loads(capsys.readouterr().out))
 
 
 def publish_two(models: Path, trained: TrainedModel) -> tuple[str, str]:
@@ -29,23 +36,20 @@ def publish_two(models: Path, trained: TrainedModel) -> tuple[str, str]:
 
 
 def test_rollback_and_promote_move_the_pointer_and_record_why(
-    tmp_path: Path, trained: TrainedModel
+    tmp_path: Path, trained: TrainedModel, capsys: pytest.CaptureFixture[str]
 ) -> None:
     models = str(tmp_path / "models")
     store = open_store(models)
     first, second = publish_two(tmp_path / "models", trained)
 
-    rolled = run_training(
-        "rollback", "--model_uri", models, "--reason", "bad predictions"
-    )
+    rolled = main(["rollback", "--model_uri", models, "--reason", "bad predictions"])
 
-    assert rolled.returncode == 0, rolled.stderr
+    assert rolled == ExitCode.PUBLISHED
     assert store.read_pointer().version == first  # type: ignore[union-attr]
-    promoted = run_training("promote", second, "--model_uri", models)
-    assert promoted.returncode == 0, promoted.stderr
+    assert main(["promote", second, "--model_uri", models]) == ExitCode.PUBLISHED
     assert store.read_pointer().version == second  # type: ignore[union-attr]
 
-    listing = versions(models)
+    listing = versions(models, capsys)
     assert [row["version"] for row in listing["versions"]] == [first, second]
     assert [row["current"] for row in listing["versions"]] == [False, True]
     assert all(row["algorithm"] == "random_forest" for row in listing["versions"])
@@ -68,22 +72,29 @@ def test_rollback_and_promote_move_the_pointer_and_record_why(
 
 
 def test_rollback_refuses_a_missing_or_tampered_version_and_changes_nothing(
-    tmp_path: Path, trained: TrainedModel
+    tmp_path: Path, trained: TrainedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     models = tmp_path / "models"
     first, second = publish_two(models, trained)
     store = open_store(str(models))
     (models / version_key(first, MODEL_FILE)).write_bytes(b"tampered")
 
-    missing = run_training(
-        "rollback", "--to", "20200101T000000000000Z-abcdef", "--model_uri", str(models)
+    missing = main(
+        [
+            "rollback",
+            "--to",
+            "20200101T000000000000Z-abcdef",
+            "--model_uri",
+            str(models),
+        ]
     )
-    tampered = run_training("rollback", "--model_uri", str(models))
+    assert "no version 20200101T000000000000Z-abcdef" in caplog.text
+    caplog.clear()
+    tampered = main(["rollback", "--model_uri", str(models)])
 
-    assert missing.returncode == ExitCode.VERSION_UNUSABLE
-    assert "no version 20200101T000000000000Z-abcdef" in missing.stderr
-    assert tampered.returncode == ExitCode.VERSION_UNUSABLE
-    assert "sha256" in tampered.stderr
+    assert missing == ExitCode.VERSION_UNUSABLE
+    assert tampered == ExitCode.VERSION_UNUSABLE
+    assert "sha256" in caplog.text
     assert store.read_pointer().version == second  # type: ignore[union-attr]
     assert [change.action for change in store.history()] == ["publish", "publish"]
 

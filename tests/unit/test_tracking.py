@@ -1,80 +1,47 @@
 """MLflow tracking against a real MLflow server (SQLite, local artifacts) on 127.0.0.1.
 
-The server runs from .venv-mlflow (``make mlflow-server``: the server's ~90 pins
-stay out of .venv); the runs, the registry and the alias are read back through
-mlflow-skinny's ``MlflowClient``, the client training itself uses.
+The server is tests/conftest.py's ``mlflow_server``, one for the session; the runs,
+the registry and the alias are read back through mlflow-skinny's ``MlflowClient``,
+the client training itself uses. The program runs in process
+(``training.__main__.main``): these tests are about what is recorded, and an
+interpreter's start-up per run costs seconds; tests/image runs it as a process.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
+import logging
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import free_port, wait_for_port
-from tests.unit.test_training import run_training
+from tests.conftest import free_port
+from training.__main__ import main
 from training.gate import ExitCode
 from training.store import open_store
-from training.tracking import CHAMPION_ALIAS, STORE_VERSION_TAG
+from training.tracking import CHAMPION_ALIAS, CV_SCORES_METRIC, STORE_VERSION_TAG
 
-REPO = Path(__file__).resolve().parents[2]
-MLFLOW = REPO / ".venv-mlflow" / "bin" / "mlflow"
 # The smallest training that still passes the default gate on Iris.
 TINY = ("--n_estimators", "5", "--cv_folds", "2")
 
 
-@pytest.fixture(scope="module")
-def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not MLFLOW.exists():
-        pytest.fail(f"{MLFLOW} is missing: run make mlflow-server")
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    process = subprocess.Popen(
+def train_tracked(uri: str, models: Path, name: str, *extra: str) -> int:
+    return main(
         [
-            str(MLFLOW),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(root / "server.log").open("wb"),
-    )
-    try:
-        # The first start migrates the SQLite schema, which takes a while.
-        wait_for_port(port, process, timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def train_tracked(
-    uri: str, models: Path, name: str, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    return run_training(
-        "--model_uri",
-        str(models),
-        "--mlflow_tracking_uri",
-        uri,
-        "--mlflow_experiment",
-        name,
-        "--mlflow_model_name",
-        name,
-        *TINY,
-        *extra,
+            "--model_uri",
+            str(models),
+            "--mlflow_tracking_uri",
+            uri,
+            "--mlflow_experiment",
+            name,
+            "--mlflow_model_name",
+            name,
+            *TINY,
+            *extra,
+        ]
     )
 
 
@@ -98,13 +65,11 @@ def current_version(models: Path) -> str:
 
 
 def test_a_publish_records_the_run_and_makes_it_champion(
-    tracking_uri: str, tmp_path: Path
+    mlflow_server: str, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    result = train_tracked(tracking_uri, models, "publish")
-
-    assert result.returncode == ExitCode.PUBLISHED, result.stderr
-    client = MlflowClient(tracking_uri)
+    assert train_tracked(mlflow_server, models, "publish") == ExitCode.PUBLISHED
+    client = MlflowClient(mlflow_server)
     published = current_version(models)
     store = open_store(str(models))
     pointer = store.read_pointer()
@@ -119,6 +84,12 @@ def test_a_publish_records_the_run_and_makes_it_champion(
         metrics.cv_accuracy_mean
     )
     assert run.data.metrics["gate_exit_code"] == ExitCode.PUBLISHED
+    folds = client.get_metric_history(run.info.run_id, CV_SCORES_METRIC)
+    assert [fold.step for fold in folds] == [0, 1]
+    scores = [fold.value for fold in folds]
+    assert all(0 <= score <= 1 for score in scores)
+    assert statistics.fmean(scores) == pytest.approx(metrics.cv_accuracy_mean)
+    assert statistics.pstdev(scores) == pytest.approx(metrics.cv_accuracy_std)
     assert run.data.tags["gate.verdict"] == "published"
     assert run.data.tags[STORE_VERSION_TAG] == published
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
@@ -140,14 +111,14 @@ def test_a_publish_records_the_run_and_makes_it_champion(
 
 
 def test_a_refused_model_logs_the_verdict_and_moves_nothing(
-    tracking_uri: str, tmp_path: Path
+    mlflow_server: str, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    assert train_tracked(tracking_uri, models, "refused").returncode == 0
+    assert train_tracked(mlflow_server, models, "refused") == ExitCode.PUBLISHED
     published = current_version(models)
 
     refused = train_tracked(
-        tracking_uri,
+        mlflow_server,
         models,
         "refused",
         "--algorithm",
@@ -156,8 +127,8 @@ def test_a_refused_model_logs_the_verdict_and_moves_nothing(
         "1",
     )
 
-    assert refused.returncode == ExitCode.BELOW_MIN_ACCURACY, refused.stderr
-    client = MlflowClient(tracking_uri)
+    assert refused == ExitCode.BELOW_MIN_ACCURACY
+    client = MlflowClient(mlflow_server)
     first, second = runs(client, "refused")
     assert second.data.tags["gate.verdict"] == "below_min_accuracy"
     assert second.data.tags["gate.published"] == "false"
@@ -169,48 +140,43 @@ def test_a_refused_model_logs_the_verdict_and_moves_nothing(
     assert current_version(models) == published
 
 
-def test_rollback_and_promote_move_the_alias(tracking_uri: str, tmp_path: Path) -> None:
+def test_rollback_and_promote_move_the_alias(
+    mlflow_server: str, tmp_path: Path
+) -> None:
     models = tmp_path / "models"
-    assert train_tracked(tracking_uri, models, "rollback").returncode == 0
+    assert train_tracked(mlflow_server, models, "rollback") == ExitCode.PUBLISHED
     first = current_version(models)
-    assert (
-        train_tracked(tracking_uri, models, "rollback", "--force", "true").returncode
-        == 0
-    )
+    forced = train_tracked(mlflow_server, models, "rollback", "--force", "true")
+    assert forced == ExitCode.PUBLISHED
     second = current_version(models)
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(mlflow_server)
     assert champion_store_version(client, "rollback") == second
-    where = ("--model_uri", str(models), "--mlflow_tracking_uri", tracking_uri)
+    where = ("--model_uri", str(models), "--mlflow_tracking_uri", mlflow_server)
     names = ("--mlflow_model_name", "rollback")
 
-    rolled = run_training("rollback", *where, *names)
-
-    assert rolled.returncode == ExitCode.PUBLISHED, rolled.stderr
+    assert main(["rollback", *where, *names]) == ExitCode.PUBLISHED
     assert champion_store_version(client, "rollback") == first
-    promoted = run_training("promote", second, *where, *names)
-    assert promoted.returncode == ExitCode.PUBLISHED, promoted.stderr
+    assert main(["promote", second, *where, *names]) == ExitCode.PUBLISHED
     assert champion_store_version(client, "rollback") == second
-
-
-def warnings_from(stderr: str, logger: str) -> list[str]:
-    return [
-        line
-        for line in stderr.splitlines()
-        if "level=WARNING" in line.split() and f"logger={logger}" in line.split()
-    ]
 
 
 def test_an_unreachable_server_warns_once_and_publishing_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     models = tmp_path / "models"
     nothing_listens = f"http://127.0.0.1:{free_port()}"
 
-    result = train_tracked(nothing_listens, models, "unreachable")
+    with caplog.at_level(logging.WARNING, logger="training.tracking"):
+        result = train_tracked(nothing_listens, models, "unreachable")
 
-    assert result.returncode == ExitCode.PUBLISHED, result.stderr
+    assert result == ExitCode.PUBLISHED
     assert len(open_store(str(models)).list_versions()) == 1
-    assert len(warnings_from(result.stderr, "training.tracking")) == 1
+    warnings = [
+        record
+        for record in caplog.records
+        if record.name == "training.tracking" and record.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1
 
 
 @pytest.mark.parametrize(
@@ -218,12 +184,13 @@ def test_an_unreachable_server_warns_once_and_publishing_goes_on(
     ["ftp://127.0.0.1/mlflow", "127.0.0.1:5000", "http://127.0.0.1:port", "http://"],
 )
 def test_a_bad_tracking_uri_exits_2_and_trains_nothing(
-    tmp_path: Path, uri: str
+    tmp_path: Path, uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     models = tmp_path / "models"
 
-    result = train_tracked(uri, models, "bad")
+    with pytest.raises(SystemExit) as exited:
+        train_tracked(uri, models, "bad")
 
-    assert result.returncode == ExitCode.USAGE
-    assert "mlflow_tracking_uri" in result.stderr
+    assert exited.value.code == ExitCode.USAGE
+    assert "mlflow_tracking_uri" in capsys.readouterr().err
     assert not models.exists()

@@ -17,14 +17,19 @@ from training.store import open_store
 from training.train import train
 
 
+def job_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its IRIS_* variables, plus env."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    return {**environment, **(env or {})}
+
+
 def run_training(
     *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m training`` as the Job does, with no IRIS_* from this process."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
     return subprocess.run(
         [sys.executable, "-m", "training", *args],
-        env={**environment, **(env or {})},
+        env=job_environment(env),
         capture_output=True,
         text=True,
         timeout=120,

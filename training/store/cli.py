@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, CliSettingsSource
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, CliSettingsSource, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+class ProgramSettings(BaseSettings):
+    """What every program's settings share: the IRIS_ prefix, the store, logging."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IRIS_", cli_kebab_case=False, extra="forbid"
+    )
+
+    model_uri: str = Field(
+        "./models",
+        description="The model store: a directory (the PVC's /models) or "
+        "s3://bucket/prefix (endpoint and keys from IRIS_S3_*).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log verbosity."
+    )
 
 
 def parse_cli(
