@@ -22,7 +22,10 @@ from numpy.typing import NDArray
 
 from training.store import ModelMetadata
 
+V1_FIELDS = {"instances", "parameters"}
 V1_PARAMETERS = {"probabilities"}
+# Up to this many rows, ranges are checked in plain Python.
+_FEW_ROWS = 8
 V2_OUTPUTS = ("predict", "probabilities")
 V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
 
@@ -35,6 +38,9 @@ class RequestSchema:
     units: tuple[str | None, ...]
     minimums: NDArray[np.float64]
     maximums: NDArray[np.float64]
+    # The same bounds as (minimum, maximum) per feature, for a few rows in plain
+    # Python: comparing four floats costs far less than four NumPy calls.
+    ranges: tuple[tuple[float, float], ...]
     # Where a message needs the names: "sepal_length, sepal_width, ...".
     listing: str
     # A valid request body, for messages: the first golden row.
@@ -48,6 +54,7 @@ class RequestSchema:
             units=tuple(feature.unit for feature in features),
             minimums=np.array([feature.min for feature in features]),
             maximums=np.array([feature.max for feature in features]),
+            ranges=tuple((feature.min, feature.max) for feature in features),
             listing=", ".join(feature.name for feature in features),
             example=orjson.dumps({"instances": metadata.golden.rows[:1]}).decode(),
         )
@@ -109,15 +116,17 @@ def parse_v1(payload: object, schema: RequestSchema, max_rows: int) -> V1Request
         )
     if "instances" not in payload:
         raise InvalidInput(f'missing "instances": send rows such as {schema.example}')
-    unknown = sorted(set(payload) - {"instances", "parameters"})
+    unknown = payload.keys() - V1_FIELDS
     if unknown:
         raise InvalidInput(
-            f'unknown field "{unknown[0]}": a v1 request has "instances" and '
+            f'unknown field "{sorted(unknown)[0]}": a v1 request has "instances" and '
             f'optionally "parameters"'
         )
     return V1Request(
         rows=rows_to_matrix(payload["instances"], schema, max_rows),
-        probabilities=_v1_probabilities(payload.get("parameters", {})),
+        probabilities=(
+            "parameters" in payload and _v1_probabilities(payload["parameters"])
+        ),
     )
 
 
@@ -170,11 +179,20 @@ def _plain_rows(instances: list[Any], width: int) -> NDArray[np.float64] | None:
     The checks run as ``set(map(...))`` so that the loops are in C: for 1000 rows
     they cost a tenth of what Python-level loops would.
     """
-    if set(map(type, instances)) != {list}:
-        return None
-    if set(map(len, instances)) != {width}:
-        return None
-    if not set(map(type, chain.from_iterable(instances))) <= {float, int}:
+    if len(instances) <= _FEW_ROWS:
+        # For a few rows, plain loops and np.array cost less than sets and fromiter.
+        for row in instances:
+            if type(row) is not list or len(row) != width:
+                return None
+            for value in row:
+                if type(value) is not float and type(value) is not int:
+                    return None
+        return np.array(instances, dtype=np.float64)
+    if (
+        set(map(type, instances)) != {list}
+        or set(map(len, instances)) != {width}
+        or not set(map(type, chain.from_iterable(instances))) <= {float, int}
+    ):
         return None
     values = np.fromiter(
         chain.from_iterable(instances),
@@ -228,7 +246,13 @@ def _number(where: str, value: object) -> float:
 
 def check_range(matrix: NDArray[np.float64], schema: RequestSchema, where: str) -> None:
     """Refuse values that are not finite or outside their feature's accepted range."""
-    # NaN fails both comparisons, so it is outside too.
+    # NaN fails every comparison, so it is outside too.
+    if len(matrix) <= _FEW_ROWS and all(
+        low <= value <= high
+        for row in matrix.tolist()
+        for value, (low, high) in zip(row, schema.ranges, strict=True)
+    ):
+        return
     inside = (matrix >= schema.minimums) & (matrix <= schema.maximums)
     if inside.all():
         return

@@ -6,21 +6,27 @@ raises ``BrokenAssumptionError`` naming it, so an upgrade that changes one fails
 once, loudly, rather than quietly serving without a guarantee:
 
 - KServe's ``ModelServer.start`` builds its REST server (``_rest_server``, holding a
-  ``uvicorn.Config``) before calling ``setup_event_loop``: that is where the HTTP
-  protocol below is put in.
+  ``uvicorn.Config`` of the app ``kserve.model_server:app``) before calling
+  ``setup_event_loop``: that is where the HTTP protocol below is put in, and the
+  guard put around KServe's app, outside Starlette's own middleware.
 - KServe adds ``TimingMiddleware`` to ``app.user_middleware``; it is dropped there.
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
-- Starlette matches routes in registration order: this predictor's routes must sit
-  ahead of KServe's for the same paths.
+- Starlette matches routes in registration order: this predictor's routes
+  (``predictor.routes.OWN_ENDPOINTS``) must sit ahead of KServe's for the same paths.
 - uvicorn's ``HttpToolsProtocol`` keeps pipelined requests in ``self.pipeline`` and
   reads through ``self.flow``; ``LimitedHttpToolsProtocol`` bounds both.
+- It starts every parsed request's task in ``_start_asgi_task(cycle, app)`` and keeps
+  the started, unfinished ones in ``self.tasks``, the server-wide
+  ``ServerState.tasks``: ``LimitedHttpToolsProtocol`` writes their number into each
+  request's scope (``REQUESTS_AHEAD``), for the guard to shed by.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -32,8 +38,16 @@ import uvicorn
 from fastapi import FastAPI
 from kserve.protocol.rest import server as kserve_rest
 from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp
+from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.server import ServerState
+
+from predictor.routes import ENDPOINTS
 
 WRITTEN_AGAINST = {
     "kserve": "0.21.0",
@@ -42,6 +56,10 @@ WRITTEN_AGAINST = {
     "uvicorn": "0.54.0",
     "httptools": "0.9.0",
 }
+
+# The scope key under which each request carries the number of requests the whole
+# server had parsed, and not yet answered, when it was parsed.
+REQUESTS_AHEAD = "iris.requests_ahead"
 
 SignalHandler = Callable[[int, FrameType | None], Any]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -71,21 +89,53 @@ class ConnectionLimits:
     max_pipelined: int
 
 
-def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
-    """Serve HTTP with ``LimitedHttpToolsProtocol`` instead of uvicorn's own."""
+def _unloaded_config(rest_server: object) -> uvicorn.Config:
     config = getattr(rest_server, "config", None)
     if not isinstance(config, uvicorn.Config) or config.loaded:
         raise BrokenAssumptionError(
             "kserve's ModelServer.start builds _rest_server with an unloaded "
             "uvicorn.Config before setup_event_loop"
         )
+    return config
+
+
+def serve_wrapped(rest_server: object, wrap: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Have uvicorn serve ``wrap(KServe's app)``.
+
+    Added with ``app.add_middleware``, the guard would sit inside Starlette's
+    ServerErrorMiddleware and FastAPI's telemetry and body-limit layers, which every
+    request, the fast path's too, would pay for.
+    """
+    config = _unloaded_config(rest_server)
+    require(
+        config.app == "kserve.model_server:app",
+        "kserve's RESTServer has uvicorn run the app 'kserve.model_server:app'",
+    )
+    config.app = wrap(import_from_string(config.app))
+
+
+def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
+    """Serve HTTP with ``LimitedHttpToolsProtocol`` instead of uvicorn's own."""
+    config = _unloaded_config(rest_server)
     require(
         all(
             hasattr(HttpToolsProtocol, name)
-            for name in ("data_received", "on_headers_complete", "on_response_complete")
+            for name in (
+                "data_received",
+                "on_headers_complete",
+                "on_response_complete",
+                "_start_asgi_task",
+            )
         ),
-        "uvicorn's HttpToolsProtocol has data_received, on_headers_complete and "
-        "on_response_complete",
+        "uvicorn's HttpToolsProtocol has data_received, on_headers_complete, "
+        "on_response_complete and _start_asgi_task",
+    )
+    require(
+        list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters)
+        == ["self", "cycle", "app"]
+        and isinstance(getattr(ServerState(), "tasks", None), set),
+        "uvicorn's HttpToolsProtocol starts each request by "
+        "_start_asgi_task(cycle, app) and keeps its task in ServerState.tasks, a set",
     )
     config.http = type(
         "LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits}
@@ -133,17 +183,11 @@ def wrap_sigterm(wrap: Callable[[SignalHandler], SignalHandler]) -> None:
 
 def require_routes_first(app: FastAPI, ours: Sequence[BaseRoute]) -> None:
     """Each of our routes must win over any later route answering the same path."""
+    examples = {endpoint.path: endpoint.example for endpoint in ENDPOINTS}
     for route in ours:
         path = getattr(route, "path", "")
         for method in sorted(getattr(route, "methods", None) or {"GET"}):
-            scope = {
-                "type": "http",
-                "method": method,
-                "path": path.replace("{model_name}", "iris")
-                .replace("{model_version}", "1")
-                .replace("{rest:path}", "/infer")
-                .replace("{path:path}", "index"),
-            }
+            scope = {"type": "http", "method": method, "path": examples[path]}
             winner = next(
                 (
                     each
@@ -184,6 +228,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
       soon as the limit is passed, not after httptools has buffered them whole.
     - Pipelining: at most ``max_pipelined`` requests are queued; the rest of what was
       read stays unparsed, and nothing more is read, until the queue drains.
+    - Each request's scope carries ``REQUESTS_AHEAD``: how many requests, on every
+      connection, had been started and not finished when it was. A request that
+      arrived whole never pauses at an await, so only this counts the ones that
+      wait in the event loop's queue.
     """
 
     FEED_BYTES = 8192
@@ -201,6 +249,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = _PipelineFlowControl(transport, self)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.scope[REQUESTS_AHEAD] = len(self.tasks)  # type: ignore[literal-required]
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         self.unparsed += data

@@ -196,14 +196,16 @@ class PredictionStats(Collector):
         labels: NDArray[np.int64],
         confidence: NDArray[np.float64],
     ) -> None:
+        few = labels.tolist() if len(labels) <= _FEW_ROWS else None
+        highest = max(few) if few is not None else int(labels.max())
         with self._lock:
             # A request answered by a version being replaced by another schema.
-            if rows.shape[1] != len(self._feature_names) or int(labels.max()) >= len(
+            if rows.shape[1] != len(self._feature_names) or highest >= len(
                 self._classes
             ):
                 return
-            if len(labels) <= _FEW_ROWS:
-                for label in labels.tolist():
+            if few is not None:
+                for label in few:
                     self._few_classes[label] += 1
             else:
                 self._classes += np.bincount(labels, minlength=len(self._classes))

@@ -28,7 +28,7 @@ from kserve.protocol.dataplane import DataPlane
 from starlette.routing import BaseRoute
 
 from predictor.grpc_v2 import GRPCServer
-from predictor.guard import RequestGuard
+from predictor.guard import BadBody, RequestGuard
 from predictor.inputs import decoding
 from predictor.internals import (
     ConnectionLimits,
@@ -36,20 +36,20 @@ from predictor.internals import (
     drop_request_timing,
     replace_lifespan,
     require_routes_first,
+    serve_wrapped,
     use_http_protocol,
     wrap_sigterm,
 )
 from predictor.routes import ServerState, install_routes
 from predictor.settings import PredictorSettings
 from predictor.ui import mount_ui
-from predictor.v1_predict import V1Predict
 from predictor.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 
 # Requests one connection may queue behind the one being answered (pipelining).
 MAX_PIPELINED = 16
-CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady)
+CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady, BadBody)
 
 
 class ClientErrorFilter(logging.Filter):
@@ -118,9 +118,14 @@ def configure_logging(settings: PredictorSettings) -> None:
                 **KSERVE_LOG_CONFIG["loggers"]["kserve.trace"],
                 "level": "INFO" if settings.access_log else "WARNING",
             },
+            # Without a handler uvicorn does not even format the line: it checks
+            # hasHandlers() once per connection, not the level per request.
             "uvicorn.access": {
                 **KSERVE_LOG_CONFIG["loggers"]["uvicorn.access"],
                 "level": "INFO" if settings.access_log else "WARNING",
+                "handlers": KSERVE_LOG_CONFIG["loggers"]["uvicorn.access"]["handlers"]
+                if settings.access_log
+                else [],
             },
             "predictor": {
                 "handlers": ["kserve"],
@@ -186,14 +191,6 @@ class IrisModelServer(ModelServer):
         self.own_routes = install_routes(app, model, self.state)
         if self.settings.ui:
             mount_ui(app)
-        # Added first, so it sits inside the guard: the guard sees every request.
-        app.add_middleware(V1Predict, model=model)
-        app.add_middleware(
-            RequestGuard,
-            max_body_bytes=self.settings.max_body_bytes,
-            max_in_flight=self.settings.max_in_flight,
-            body_timeout_seconds=self.settings.body_timeout_seconds,
-        )
         replace_lifespan(app, self._lifespan)
         for each in models:
             self.register_model(each)
@@ -203,6 +200,16 @@ class IrisModelServer(ModelServer):
 
     def setup_event_loop(self) -> None:
         # KServe's start calls this after building its REST server, before serving.
+        serve_wrapped(
+            self._rest_server,
+            lambda app: RequestGuard(
+                app,
+                self.watcher.model,
+                max_body_bytes=self.settings.max_body_bytes,
+                max_in_flight=self.settings.max_in_flight,
+                body_timeout_seconds=self.settings.body_timeout_seconds,
+            ),
+        )
         use_http_protocol(
             self._rest_server,
             ConnectionLimits(

@@ -50,9 +50,10 @@ class PredictorSettings(BaseSettings):
     max_in_flight: int = Field(
         64,
         ge=1,
-        description="Inference requests being answered at once; past this, an "
-        "inference request gets an immediate 503 with Retry-After, so the latency of "
-        "those accepted stays bounded.",
+        description="Requests of any kind parsed and not yet answered, server-wide, "
+        "past which an inference request gets an immediate 503 with Retry-After "
+        "instead of waiting behind them: an accepted request has fewer than this "
+        "many ahead of it. Requests not yet read from their sockets are not counted.",
     )
     body_timeout_seconds: float = Field(
         10.0,

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,6 +42,17 @@ def status_of(sock: socket.socket) -> int:
     """The status code of the next response on ``sock`` (0 if it was closed)."""
     line = sock.makefile("rb").readline()
     return int(line.split()[1]) if line else 0
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    """The next response on ``sock``: status, headers by lower-case name, JSON body."""
+    stream = sock.makefile("rb")
+    status = int(stream.readline().split()[1])
+    headers: dict[str, str] = {}
+    while (line := stream.readline().decode("latin-1").strip()) != "":
+        name, _, value = line.partition(":")
+        headers[name.lower()] = value.strip()
+    return status, headers, json.loads(stream.read(int(headers["content-length"])))
 
 
 def rss_bytes(pid: int) -> int:
@@ -204,11 +216,14 @@ def test_a_body_shorter_than_its_content_length_is_not_predicted(
 def limited(
     published_default: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PredictorProcess]:
-    """A predictor with small limits: two requests in flight, bodies in 2 s."""
+    """A predictor with small limits: two requests in flight, bodies in 2 s; and
+    scikit-learn's own evaluator, so that a large batch costs milliseconds of CPU."""
     with serving(
         tmp_path_factory.mktemp("limited") / "predictor.log",
         "--model_uri",
         str(published_default),
+        "--evaluator",
+        "sklearn",
         env={"IRIS_MAX_IN_FLIGHT": "2", "IRIS_BODY_TIMEOUT_SECONDS": "2"},
     ) as server:
         yield server
@@ -223,6 +238,40 @@ def test_an_incomplete_body_times_out_with_408(limited: PredictorProcess) -> Non
         started = time.monotonic()
         assert status_of(sock) == 408
         assert time.monotonic() - started < 5
+
+
+def test_an_incomplete_v2_body_times_out_with_408_not_500(
+    limited: PredictorProcess,
+) -> None:
+    # FastAPI reads the v2 body: the guard's answer must still be the one sent.
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "data": [6.8, 2.8, 4.8, 1.4],
+                }
+            ]
+        }
+    ).encode()
+    request = raw_request(
+        "POST", "/v2/models/iris/infer", body, Content_Type="application/json"
+    )
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as sock:
+        sock.sendall(request[:-5])
+        assert status_of(sock) == 408
+    timed_out = limited.metric(
+        "iris_http_requests_total", route="/v2/models/{model}/infer", code="408"
+    )
+    assert timed_out >= 1
+    assert (
+        limited.metric(
+            "iris_http_requests_total", route="/v2/models/{model}/infer", code="500"
+        )
+        == 0
+    )
 
 
 def test_past_max_in_flight_inference_gets_a_fast_503(
@@ -256,6 +305,46 @@ def test_past_max_in_flight_inference_gets_a_fast_503(
         for sock in waiting:
             sock.close()
     assert limited.predict([[6.8, 2.8, 4.8, 1.4]]) == (200, {"predictions": [1]})
+
+
+def test_whole_requests_past_max_in_flight_are_shed_under_cpu_overload(
+    limited: PredictorProcess,
+) -> None:
+    # Each request arrives whole and costs CPU: no await ever pauses it, yet those
+    # parsed behind two others must be shed, not queued.
+    rows = 2000
+    body = json.dumps({"instances": [[6.8, 2.8, 4.8, 1.4]] * rows}).encode()
+    request = raw_request("POST", PREDICT, body, Content_Type="application/json")
+    shed_before = limited.metric(
+        "iris_http_requests_total", route="/v1/models/{model}:predict", code="503"
+    )
+    clients = [
+        socket.create_connection(("127.0.0.1", limited.port), timeout=30)
+        for _ in range(48)
+    ]
+    try:
+        for sock in clients:
+            sock.sendall(request)
+        answers = [read_response(sock) for sock in clients]
+    finally:
+        for sock in clients:
+            sock.close()
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    shed = [(headers, answer) for status, headers, answer in answers if status == 503]
+    assert shed, "nothing was shed"
+    assert 200 in statuses
+    for headers, answer in shed:
+        assert headers["retry-after"] == "1"
+        assert headers["content-type"] == "application/json"
+        assert answer["error"].startswith("over capacity: 2 requests in flight")
+    for status, _, answer in answers:
+        if status == 200:
+            assert answer == {"predictions": [1] * rows}
+    shed_after = limited.metric(
+        "iris_http_requests_total", route="/v1/models/{model}:predict", code="503"
+    )
+    assert shed_after - shed_before == len(shed)
 
 
 def _send_until_refused(port: int, head: bytes, chunk: bytes, total: int) -> None:

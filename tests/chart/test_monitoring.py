@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from predictor.guard import ROUTES
+from predictor.routes import OTHER, ROUTE_LABELS
 from tests.chart.promql import (
     alerting_rules,
     dashboard,
@@ -75,7 +75,7 @@ def test_alerts_select_the_series_the_service_monitor_scrapes() -> None:
 
 def test_inference_routes_filter_matches_only_prediction_routes() -> None:
     manifests = MODES["monitoring-on"].render()
-    routes = {route for _, route in ROUTES} | {"other"}
+    routes = {label.name for label in (*ROUTE_LABELS, OTHER)}
     for rule in alerting_rules(manifests):
         for selector in selectors(rule["expr"]):
             matcher = selector.label("route")
@@ -85,7 +85,7 @@ def test_inference_routes_filter_matches_only_prediction_routes() -> None:
             assert op == "Re"
             # Prometheus anchors a regular expression at both ends.
             matched = {route for route in routes if re.fullmatch(pattern, route)}
-            assert matched == {"/v1/models/{model}:predict", "/v2/models/{model}/infer"}
+            assert matched == {label.name for label in ROUTE_LABELS if label.inference}
 
 
 def test_thresholds_come_from_values() -> None:

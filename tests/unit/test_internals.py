@@ -9,12 +9,14 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from kserve.protocol.rest.server import TimingMiddleware
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from predictor.internals import (
     BrokenAssumptionError,
     ConnectionLimits,
     drop_request_timing,
     require_routes_first,
+    serve_wrapped,
     use_http_protocol,
     wrap_sigterm,
 )
@@ -69,3 +71,27 @@ def test_a_sigterm_handler_not_uvicorns_fails_the_check() -> None:
             wrap_sigterm(lambda handler: handler)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_uvicorn_that_starts_requests_otherwise_fails_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class RestServer:
+        config = uvicorn.Config(FastAPI())
+
+    def start_request(self: HttpToolsProtocol, cycle: object) -> None:
+        """What an upgrade that renamed ``app`` might have."""
+
+    monkeypatch.setattr(HttpToolsProtocol, "_start_asgi_task", start_request)
+    with pytest.raises(BrokenAssumptionError, match="_start_asgi_task"):
+        use_http_protocol(RestServer(), LIMITS)
+
+
+def test_a_rest_server_not_running_kserves_app_fails_the_check() -> None:
+    class RestServer:
+        config = uvicorn.Config("somewhere.else:app")
+
+    with pytest.raises(BrokenAssumptionError, match=r"kserve\.model_server:app"):
+        serve_wrapped(RestServer(), lambda app: app)
+    with pytest.raises(BrokenAssumptionError, match="_rest_server"):
+        serve_wrapped(object(), lambda app: app)
