@@ -43,6 +43,9 @@ class PredictorProcess:
         if self.grpc_port is not None:
             args = (*args, "--enable_grpc", "true", "--grpc_port", str(self.grpc_port))
         environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+        # Every stop() would otherwise wait out the 3 s default drain; tests of the
+        # drain pass --drain_seconds, which wins over this variable.
+        environment["IRIS_DRAIN_SECONDS"] = "0"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "predictor", "--http_port", str(self.port), *args],

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,24 +79,33 @@ def train_and_serve(
     return Generated(rows, labels, current.metadata, server)
 
 
-@pytest.fixture(scope="module")
-def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    """13 features, 3 string classes: the grid would be too large."""
-    served = train_and_serve(
-        tmp_path_factory.mktemp("wide"), 13, ["alpha", "beta", "gamma"], seed=1
-    )
-    yield served
-    served.server.stop()
+# Each: features, classes, seed. wide: 13 features, 3 string classes, so the grid
+# would be too large; narrow: 2 features, 4 classes, so the grid serves.
+DATA_SETS = {
+    "wide": (13, ["alpha", "beta", "gamma"], 1),
+    "narrow": (2, ["n", "e", "s", "w"], 2),
+}
 
 
 @pytest.fixture(scope="module")
-def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
-    """2 features, 4 classes: the grid serves."""
-    served = train_and_serve(
-        tmp_path_factory.mktemp("narrow"), 2, ["n", "e", "s", "w"], seed=2
-    )
-    yield served
-    served.server.stop()
+def generated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Generated]]:
+    """Every data set trained and served side by side: each step waits on processes."""
+    directories = {name: tmp_path_factory.mktemp(name) for name in DATA_SETS}
+    with ThreadPoolExecutor(len(DATA_SETS)) as pool:
+        futures = {
+            name: pool.submit(train_and_serve, directories[name], *spec)
+            for name, spec in DATA_SETS.items()
+        }
+    started = {name: f.result() for name, f in futures.items() if not f.exception()}
+    try:
+        for future in futures.values():
+            future.result()  # a failed one raises here, once the others are kept
+        yield started
+    finally:
+        for served in started.values():
+            served.server.stop()
 
 
 @pytest.mark.parametrize(
@@ -106,13 +116,13 @@ def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     ],
 )
 def test_a_csv_data_set_is_trained_published_and_served(
-    request: pytest.FixtureRequest,
+    generated: dict[str, Generated],
     name: str,
     evaluator: str,
     features: int,
     classes: list[str],
 ) -> None:
-    served: Generated = request.getfixturevalue(name)
+    served = generated[name]
     server, metadata = served.server, served.metadata
     names = [f"x{i}" for i in range(features)]
 
