@@ -17,9 +17,10 @@ once, loudly, rather than quietly serving without a guarantee:
   (``predictor.routes.OWN_ENDPOINTS``) must sit ahead of KServe's for the same paths.
 - uvicorn's ``HttpToolsProtocol`` keeps pipelined requests in ``self.pipeline`` and
   reads through ``self.flow``; ``LimitedHttpToolsProtocol`` bounds both.
-- It starts every parsed request's task in ``_start_asgi_task(cycle, app)`` and keeps
-  the started, unfinished ones in ``self.tasks``, the server-wide
-  ``ServerState.tasks``: ``LimitedHttpToolsProtocol`` writes their number into each
+- It starts every parsed request's task in ``_start_asgi_task(cycle, app)``, one at a
+  time per connection: a pipelined one from ``on_response_complete`` of the one
+  before. ``LimitedHttpToolsProtocol`` counts, server-wide, the connections whose
+  request is started and not yet answered, and writes that number into each
   request's scope (``REQUESTS_AHEAD``), for the guard to shed by.
 """
 
@@ -45,7 +46,6 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
-from uvicorn.server import ServerState
 
 from predictor.routes import ENDPOINTS
 
@@ -78,6 +78,13 @@ class BrokenAssumptionError(RuntimeError):
 def require(condition: bool, assumption: str) -> None:
     if not condition:
         raise BrokenAssumptionError(assumption)
+
+
+@dataclass
+class Unanswered:
+    """Requests the whole server has started and not yet answered."""
+
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,21 +131,23 @@ def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
                 "data_received",
                 "on_headers_complete",
                 "on_response_complete",
+                "connection_lost",
                 "_start_asgi_task",
             )
         ),
         "uvicorn's HttpToolsProtocol has data_received, on_headers_complete, "
-        "on_response_complete and _start_asgi_task",
+        "on_response_complete, connection_lost and _start_asgi_task",
     )
     require(
         list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters)
-        == ["self", "cycle", "app"]
-        and isinstance(getattr(ServerState(), "tasks", None), set),
+        == ["self", "cycle", "app"],
         "uvicorn's HttpToolsProtocol starts each request by "
-        "_start_asgi_task(cycle, app) and keeps its task in ServerState.tasks, a set",
+        "_start_asgi_task(cycle, app)",
     )
     config.http = type(
-        "LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits}
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {"limits": limits, "unanswered": Unanswered()},
     )
 
 
@@ -229,13 +238,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     - Pipelining: at most ``max_pipelined`` requests are queued; the rest of what was
       read stays unparsed, and nothing more is read, until the queue drains.
     - Each request's scope carries ``REQUESTS_AHEAD``: how many requests, on every
-      connection, had been started and not finished when it was. A request that
+      connection, had been started and not answered when it was. A request that
       arrived whole never pauses at an await, so only this counts the ones that
-      wait in the event loop's queue.
+      wait in the event loop's queue. A request counts from its start to its
+      response's end or its connection's loss, not until its task is reaped: a
+      pipelined request starts while the one before it is still finishing.
     """
 
     FEED_BYTES = 8192
     limits: ConnectionLimits
+    unanswered: Unanswered
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -245,14 +257,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._headers_ended = False
         self._refusal: str | None = None
+        self._answering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow = _PipelineFlowControl(transport, self)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.scope[REQUESTS_AHEAD] = len(self.tasks)  # type: ignore[literal-required]
+        ahead = self.unanswered.count
+        cycle.scope[REQUESTS_AHEAD] = ahead  # type: ignore[literal-required]
+        self._set_answering(True)
         super()._start_asgi_task(cycle, app)
+
+    def _set_answering(self, answering: bool) -> None:
+        if answering != self._answering:
+            self._answering = answering
+            self.unanswered.count += 1 if answering else -1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._set_answering(False)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self.unparsed += data
@@ -304,6 +328,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._set_answering(False)
         super().on_response_complete()
         if self.unparsed and not self.transport.is_closing():
             self._feed()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pytest
@@ -46,7 +46,11 @@ def status_of(sock: socket.socket) -> int:
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
     """The next response on ``sock``: status, headers by lower-case name, JSON body."""
-    stream = sock.makefile("rb")
+    return read_from(sock.makefile("rb"))
+
+
+def read_from(stream: BinaryIO) -> tuple[int, dict[str, str], Any]:
+    """The next response read from ``stream``, which buffers ahead of it."""
     status = int(stream.readline().split()[1])
     headers: dict[str, str] = {}
     while (line := stream.readline().decode("latin-1").strip()) != "":
@@ -345,6 +349,30 @@ def test_whole_requests_past_max_in_flight_are_shed_under_cpu_overload(
         "iris_http_requests_total", route="/v1/models/{model}:predict", code="503"
     )
     assert shed_after - shed_before == len(shed)
+
+
+def test_pipelined_requests_count_once_each_as_they_are_answered(
+    limited: PredictorProcess,
+) -> None:
+    # Two connections pipeline 8 requests each: uvicorn answers one at a time per
+    # connection, so at most 2 are ever in flight, and with max_in_flight 2 none
+    # may be shed (counting a finished request until its task is reaped shed them).
+    requests = predict_request() * 8
+    clients = [
+        socket.create_connection(("127.0.0.1", limited.port), timeout=30)
+        for _ in range(2)
+    ]
+    try:
+        for sock in clients:
+            sock.sendall(requests)
+        streams = [sock.makefile("rb") for sock in clients]
+        answers = [[read_from(stream) for _ in range(8)] for stream in streams]
+    finally:
+        for sock in clients:
+            sock.close()
+    for answered in answers:
+        assert [status for status, _, _ in answered] == [200] * 8, answered
+        assert all(answer == {"predictions": [1]} for _, _, answer in answered)
 
 
 def _send_until_refused(port: int, head: bytes, chunk: bytes, total: int) -> None:
