@@ -9,8 +9,9 @@
   ``Content-Length`` says so, or as soon as a chunked body grows past it. A body that
   ends before its Content-Length is 400, one still incomplete after
   ``body_timeout_seconds`` is 408; either way nothing is predicted.
-- An inference request parsed while ``max_in_flight`` requests of any kind, on any
-  connection, have been parsed and not yet answered gets a fast 503 with
+- An inference request started while ``max_in_flight`` requests of any kind, on any
+  connection, have been started and not yet answered (a pipelining connection's
+  queued requests start one at a time) gets a fast 503 with
   ``Retry-After`` instead of an answer: overload sheds load rather than queueing it.
   A request accepted thus has fewer than ``max_in_flight`` others ahead of it, so its
   wait is bounded by theirs (and by the cheap 503s sent meanwhile), not by the load;

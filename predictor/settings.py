@@ -40,7 +40,7 @@ class PredictorSettings(ProgramSettings):
     max_in_flight: int = Field(
         64,
         ge=1,
-        description="Requests of any kind parsed and not yet answered, server-wide, "
+        description="Requests of any kind started and not yet answered, server-wide, "
         "past which an inference request gets an immediate 503 with Retry-After "
         "instead of waiting behind them: an accepted request has fewer than this "
         "many ahead of it. Requests not yet read from their sockets are not counted.",
