@@ -28,6 +28,7 @@ from tests.chart.render import (
     MODES,
     NAMESPACE,
     RELEASE,
+    HelmError,
     Manifest,
     Manifests,
     default_values,
@@ -517,6 +518,18 @@ def test_the_tracking_server_is_any_address_on_its_port_unless_narrowed() -> Non
     assert policy["spec"]["egress"][-1] == {
         "ports": [{"port": 5000, "protocol": "TCP"}]
     }
+
+
+@pytest.mark.parametrize(
+    "tracking_uri",
+    ["http://127.0.0.1:port", "http://mlflow:99999", "ftp://mlflow", "http://:5000"],
+)
+def test_a_tracking_uri_no_client_could_use_is_refused_at_render(
+    tracking_uri: str,
+) -> None:
+    # The NetworkPolicy opens the URI's port, so it must have one a client could use.
+    with pytest.raises(HelmError, match="trackingUri"):
+        render({"training": {"mlflow": {"trackingUri": tracking_uri}}})
 
 
 def test_topology_spread_selects_the_predictor_pods() -> None:

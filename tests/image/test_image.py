@@ -301,9 +301,11 @@ def run_tracked_job(
     name: str,
     tracking_uri: str,
     root: Path,
+    env: dict[str, str] | None = None,
 ) -> Exited:
     """The rendered training Job's pod with training.mlflow set, on the host's
-    network so that it reaches a server on the host's 127.0.0.1."""
+    network so that it reaches a server on the host's 127.0.0.1; ``env`` is set
+    over the rendered environment."""
     repository, _, tag = image.rpartition(":")
     manifests = render(
         {
@@ -321,7 +323,7 @@ def run_tracked_job(
     job = describe(manifests.get("Job"), manifests)
     spec = replace(from_pod(job, claims(manifests, root)), network="host")
     assert spec.env["IRIS_MLFLOW_TRACKING_URI"] == tracking_uri
-    return podman.run(name, spec)
+    return podman.run(name, replace(spec, env={**spec.env, **(env or {})}))
 
 
 def test_the_job_records_its_run_and_the_champion_in_mlflow(
@@ -367,11 +369,18 @@ def test_an_unreachable_tracking_server_warns_and_the_job_publishes(
     assert len(warnings) == 1, done.stderr
 
 
-def test_a_tracking_uri_the_chart_accepts_but_no_client_can_use_exits_2(
+def test_a_tracking_uri_no_client_can_use_exits_2(
     podman: Podman, image: str, run_id: str, tmp_path: Path
 ) -> None:
+    # The chart's schema refuses this URI (tests/chart/test_wiring.py); the program
+    # must refuse it too, as set by hand (e.g. through training.extraEnv).
     done = run_tracked_job(
-        podman, image, f"{run_id}-bad-uri", "http://127.0.0.1:port", tmp_path
+        podman,
+        image,
+        f"{run_id}-bad-uri",
+        "http://127.0.0.1:1",
+        tmp_path,
+        env={"IRIS_MLFLOW_TRACKING_URI": "http://127.0.0.1:port"},
     )
 
     assert done.status == ExitCode.USAGE, done.stderr
