@@ -59,6 +59,25 @@ def read_from(stream: BinaryIO) -> tuple[int, dict[str, str], Any]:
     return status, headers, json.loads(stream.read(int(headers["content-length"])))
 
 
+def send_at_once(
+    port: int, request: bytes, connections: int, answers: int = 1
+) -> list[list[tuple[int, dict[str, str], Any]]]:
+    """Send ``request`` whole on each of ``connections`` at once, then read
+    ``answers`` responses from each."""
+    clients = [
+        socket.create_connection(("127.0.0.1", port), timeout=30)
+        for _ in range(connections)
+    ]
+    try:
+        for sock in clients:
+            sock.sendall(request)
+        streams = [sock.makefile("rb") for sock in clients]
+        return [[read_from(stream) for _ in range(answers)] for stream in streams]
+    finally:
+        for sock in clients:
+            sock.close()
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -322,17 +341,7 @@ def test_whole_requests_past_max_in_flight_are_shed_under_cpu_overload(
     shed_before = limited.metric(
         "iris_http_requests_total", route="/v1/models/{model}:predict", code="503"
     )
-    clients = [
-        socket.create_connection(("127.0.0.1", limited.port), timeout=30)
-        for _ in range(48)
-    ]
-    try:
-        for sock in clients:
-            sock.sendall(request)
-        answers = [read_response(sock) for sock in clients]
-    finally:
-        for sock in clients:
-            sock.close()
+    answers = [answer for [answer] in send_at_once(limited.port, request, 48)]
     statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {200, 503}, statuses
     shed = [(headers, answer) for status, headers, answer in answers if status == 503]
@@ -357,19 +366,7 @@ def test_pipelined_requests_count_once_each_as_they_are_answered(
     # Two connections pipeline 8 requests each: uvicorn answers one at a time per
     # connection, so at most 2 are ever in flight, and with max_in_flight 2 none
     # may be shed (counting a finished request until its task is reaped shed them).
-    requests = predict_request() * 8
-    clients = [
-        socket.create_connection(("127.0.0.1", limited.port), timeout=30)
-        for _ in range(2)
-    ]
-    try:
-        for sock in clients:
-            sock.sendall(requests)
-        streams = [sock.makefile("rb") for sock in clients]
-        answers = [[read_from(stream) for _ in range(8)] for stream in streams]
-    finally:
-        for sock in clients:
-            sock.close()
+    answers = send_at_once(limited.port, predict_request() * 8, 2, answers=8)
     for answered in answers:
         assert [status for status, _, _ in answered] == [200] * 8, answered
         assert all(answer == {"predictions": [1]} for _, _, answer in answered)
