@@ -91,6 +91,16 @@ def credentials_endpoint(s3_server: S3Server) -> Iterator[str]:
         server.server_close()
 
 
+def assert_publishes_and_loads(bucket_uri: str, trained: TrainedModel) -> None:
+    store = open_store(bucket_uri)
+
+    metadata = store.publish(trained.estimator, trained.card, keep_versions=5)
+
+    loaded = store.load_current()
+    assert loaded is not None
+    assert loaded.metadata == metadata
+
+
 def test_keys_from_the_aws_environment_publish_and_load(
     no_credentials: dict[str, str],
     s3_server: S3Server,
@@ -100,13 +110,7 @@ def test_keys_from_the_aws_environment_publish_and_load(
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
-    store = open_store(bucket_uri)
-
-    metadata = store.publish(trained.estimator, trained.card, keep_versions=5)
-
-    loaded = store.load_current()
-    assert loaded is not None
-    assert loaded.metadata == metadata
+    assert_publishes_and_loads(bucket_uri, trained)
 
 
 def test_keys_from_the_container_credentials_endpoint_publish_and_load(
@@ -117,13 +121,7 @@ def test_keys_from_the_container_credentials_endpoint_publish_and_load(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", credentials_endpoint)
-    store = open_store(bucket_uri)
-
-    metadata = store.publish(trained.estimator, trained.card, keep_versions=5)
-
-    loaded = store.load_current()
-    assert loaded is not None
-    assert loaded.metadata == metadata
+    assert_publishes_and_loads(bucket_uri, trained)
 
 
 def test_no_credentials_anywhere_is_a_store_error(

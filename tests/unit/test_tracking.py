@@ -70,10 +70,10 @@ def test_a_publish_records_the_run_and_makes_it_champion(
     models = tmp_path / "models"
     assert train_tracked(mlflow_server, models, "publish") == ExitCode.PUBLISHED
     client = MlflowClient(mlflow_server)
-    published = current_version(models)
     store = open_store(str(models))
     pointer = store.read_pointer()
     assert pointer is not None
+    published = pointer.version
     metrics = store.load(pointer).metadata.metrics
     [run] = runs(client, "publish")
     assert run.info.status == "FINISHED"
