@@ -10,6 +10,11 @@ once, loudly, rather than quietly serving without a guarantee:
   ``setup_event_loop``: that is where the HTTP protocol below is put in, and the
   guard put around KServe's app, outside Starlette's own middleware.
 - KServe adds ``TimingMiddleware`` to ``app.user_middleware``; it is dropped there.
+- KServe hands its ``--event-loop`` setting (default ``auto``: uvloop when installed)
+  to ``uvicorn.Config(loop=...)``, whose loop only ``uvicorn.Server.run`` makes; but
+  ``ModelServer.start`` serves with ``asyncio.run``, which makes asyncio's own (the
+  flag came with kserve/kserve#4971, for kserve/kserve#4931's throughput). An event
+  loop policy makes ``asyncio.run``'s loop the one the config names.
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
@@ -119,6 +124,41 @@ def serve_wrapped(rest_server: object, wrap: Callable[[ASGIApp], ASGIApp]) -> No
         "kserve's RESTServer has uvicorn run the app 'kserve.model_server:app'",
     )
     config.app = wrap(import_from_string(config.app))
+
+
+class ConfiguredLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """Makes new event loops with uvicorn's factory for the configured loop.
+
+    ``asyncio.set_event_loop_policy`` is deprecated from Python 3.14, whose
+    ``asyncio.run`` takes a ``loop_factory`` instead; the image runs 3.11.
+    """
+
+    def __init__(self, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        super().__init__()
+        self._factory = factory
+        self.made: asyncio.AbstractEventLoop | None = None
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        self.made = self._factory()
+        return self.made
+
+
+def run_on_configured_loop(rest_server: object) -> ConfiguredLoopPolicy:
+    """Have ``asyncio.run`` make the loop KServe's ``--event-loop`` asks for."""
+    config = _unloaded_config(rest_server)
+    factory = config.get_loop_factory()
+    require(factory is not None, f"uvicorn has a loop factory for {config.loop!r}")
+    policy = ConfiguredLoopPolicy(factory)  # type: ignore[arg-type]
+    asyncio.set_event_loop_policy(policy)
+    return policy
+
+
+def require_configured_loop(policy: ConfiguredLoopPolicy) -> None:
+    """Called in the running server: its loop is the one the policy made."""
+    require(
+        policy.made is not None and asyncio.get_running_loop() is policy.made,
+        "kserve's ModelServer.start serves in a loop made by asyncio's policy",
+    )
 
 
 def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
