@@ -1,9 +1,10 @@
 """Drift scores: how the rows a replica answered lately compare with training.
 
-Each request copies its rows and predicted classes into a fixed-size NumPy ring
-buffer, and nothing more; the scores are computed from that window only when
-Prometheus scrapes, so their cost is per scrape, not per request. Each replica
-scores its own window, and a new model version starts an empty one.
+Each request puts its rows and predicted classes aside, and nothing more; they are
+copied into a fixed-size NumPy ring buffer many requests at a time, and the scores
+are computed from that window only when Prometheus scrapes, so their cost is per
+scrape, not per request. Each replica scores its own window, and a new model
+version starts an empty one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from predictor.metrics import FEW_ROWS, PENDING_BATCHES, PendingBatches
 from training.store.layout import ModelMetadata
 from training.store.reference import bin_counts
 
@@ -98,7 +100,9 @@ class DriftWindow(Collector):
     def __init__(self, model_name: str, capacity: int) -> None:
         self.model_name = model_name
         self.capacity = capacity
+        # Held to write and read the window; not to put a small batch aside.
         self._lock = threading.Lock()
+        self._pending = PendingBatches[tuple[NDArray[np.float64], NDArray[np.int64]]]()
         self._reference: DriftReference | None = None
         self._rows = np.empty((capacity, 0), dtype=np.float64)
         self._labels = np.empty(capacity, dtype=np.int64)
@@ -113,39 +117,72 @@ class DriftWindow(Collector):
             log.warning("no drift reference model=%s scores=off", self.model_name)
         columns = len(reference.features) if reference else 0
         with self._lock:
+            # Rows put aside so far belong to the window being emptied.
+            self._pending.take()
             self._reference = reference
             self._rows = np.empty((self.capacity, columns), dtype=np.float64)
             self._next = 0
             self._filled = 0
 
     def record(self, rows: NDArray[np.float64], labels: NDArray[np.int64]) -> None:
-        if self.capacity == 0:
+        """Add a batch; a small one is kept until written, so it must not change."""
+        if len(labels) <= FEW_ROWS:
+            pending = self._pending
+            pending.append((rows, labels))
+            if len(pending) >= PENDING_BATCHES:
+                with self._lock:
+                    self._write_pending()
             return
         with self._lock:
-            if self._reference is None or rows.shape[1] != self._rows.shape[1]:
+            # The window keeps the latest rows: those put aside come first.
+            self._write_pending()
+            self._write(rows, labels)
+
+    def _write_pending(self) -> None:
+        batches = self._pending.take()
+        if not batches or self._reference is None:
+            return
+        columns = self._rows.shape[1]
+        rows_of, labels_of = zip(*batches, strict=True)
+        try:
+            rows = np.concatenate(rows_of)
+            fits = rows.shape[1] == columns
+        except ValueError:  # rows of different widths, from two schemas
+            fits = False
+        if not fits:
+            batches = [batch for batch in batches if batch[0].shape[1] == columns]
+            if not batches:
                 return
-            count = len(rows)
-            if count >= self.capacity:
-                self._rows[:] = rows[-self.capacity :]
-                self._labels[:] = labels[-self.capacity :]
-                self._next, self._filled = 0, self.capacity
-                return
-            start, end = self._next, self._next + count
-            if end <= self.capacity:
-                self._rows[start:end] = rows
-                self._labels[start:end] = labels
-            else:
-                head = self.capacity - start
-                self._rows[start:] = rows[:head]
-                self._labels[start:] = labels[:head]
-                self._rows[: count - head] = rows[head:]
-                self._labels[: count - head] = labels[head:]
-            self._next = end % self.capacity
-            if self._filled < self.capacity:
-                self._filled = min(self.capacity, self._filled + count)
+            rows_of, labels_of = zip(*batches, strict=True)
+            rows = np.concatenate(rows_of)
+        self._write(rows, np.concatenate(labels_of))
+
+    def _write(self, rows: NDArray[np.float64], labels: NDArray[np.int64]) -> None:
+        if self._reference is None or rows.shape[1] != self._rows.shape[1]:
+            return
+        count = len(rows)
+        if count >= self.capacity:
+            self._rows[:] = rows[-self.capacity :]
+            self._labels[:] = labels[-self.capacity :]
+            self._next, self._filled = 0, self.capacity
+            return
+        start, end = self._next, self._next + count
+        if end <= self.capacity:
+            self._rows[start:end] = rows
+            self._labels[start:end] = labels
+        else:
+            head = self.capacity - start
+            self._rows[start:] = rows[:head]
+            self._labels[start:] = labels[:head]
+            self._rows[: count - head] = rows[head:]
+            self._labels[: count - head] = labels[head:]
+        self._next = end % self.capacity
+        if self._filled < self.capacity:
+            self._filled = min(self.capacity, self._filled + count)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
+            self._write_pending()
             reference = self._reference
             rows = self._rows[: self._filled].copy()
             labels = self._labels[: self._filled].copy()

@@ -10,6 +10,11 @@ once, loudly, rather than quietly serving without a guarantee:
   ``setup_event_loop``: that is where the HTTP protocol below is put in, and the
   guard put around KServe's app, outside Starlette's own middleware.
 - KServe adds ``TimingMiddleware`` to ``app.user_middleware``; it is dropped there.
+- KServe hands its ``--event-loop`` setting (default ``auto``: uvloop when installed)
+  to ``uvicorn.Config(loop=...)``, whose loop only ``uvicorn.Server.run`` makes; but
+  ``ModelServer.start`` serves with ``asyncio.run``, which makes asyncio's own (the
+  flag came with kserve/kserve#4971, for kserve/kserve#4931's throughput). An event
+  loop policy makes ``asyncio.run``'s loop the one the config names.
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
@@ -22,6 +27,10 @@ once, loudly, rather than quietly serving without a guarantee:
   before. ``LimitedHttpToolsProtocol`` counts, server-wide, the connections whose
   request is started and not yet answered, and writes that number into each
   request's scope (``REQUESTS_AHEAD``), for the guard to shed by.
+- A ``RequestResponseCycle`` writes through ``cycle.transport``: the head of its
+  response (once ``response_started``, with ``chunked_encoding`` False when a
+  Content-Length was given) and then the body. ``ResponseTransport`` sends the two
+  in one write.
 """
 
 from __future__ import annotations
@@ -121,6 +130,41 @@ def serve_wrapped(rest_server: object, wrap: Callable[[ASGIApp], ASGIApp]) -> No
     config.app = wrap(import_from_string(config.app))
 
 
+class ConfiguredLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """Makes new event loops with uvicorn's factory for the configured loop.
+
+    ``asyncio.set_event_loop_policy`` is deprecated from Python 3.14, whose
+    ``asyncio.run`` takes a ``loop_factory`` instead; the image runs 3.11.
+    """
+
+    def __init__(self, factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        super().__init__()
+        self._factory = factory
+        self.made: asyncio.AbstractEventLoop | None = None
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        self.made = self._factory()
+        return self.made
+
+
+def run_on_configured_loop(rest_server: object) -> ConfiguredLoopPolicy:
+    """Have ``asyncio.run`` make the loop KServe's ``--event-loop`` asks for."""
+    config = _unloaded_config(rest_server)
+    factory = config.get_loop_factory()
+    require(factory is not None, f"uvicorn has a loop factory for {config.loop!r}")
+    policy = ConfiguredLoopPolicy(factory)  # type: ignore[arg-type]
+    asyncio.set_event_loop_policy(policy)
+    return policy
+
+
+def require_configured_loop(policy: ConfiguredLoopPolicy) -> None:
+    """Called in the running server: its loop is the one the policy made."""
+    require(
+        policy.made is not None and asyncio.get_running_loop() is policy.made,
+        "kserve's ModelServer.start serves in a loop made by asyncio's policy",
+    )
+
+
 def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
     """Serve HTTP with ``LimitedHttpToolsProtocol`` instead of uvicorn's own."""
     config = _unloaded_config(rest_server)
@@ -143,6 +187,12 @@ def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
         == ["self", "cycle", "app"],
         "uvicorn's HttpToolsProtocol starts each request by "
         "_start_asgi_task(cycle, app)",
+    )
+    require(
+        {"transport", "response_started", "chunked_encoding"}
+        <= set(RequestResponseCycle.__init__.__code__.co_names),
+        "uvicorn's RequestResponseCycle writes through self.transport and keeps "
+        "response_started and chunked_encoding",
     )
     config.http = type(
         "LimitedHttpToolsProtocol",
@@ -229,6 +279,51 @@ class _PipelineFlowControl(FlowControl):
         super().resume_reading()
 
 
+class ResponseTransport:
+    """The transport as one response writes to it: the head goes with the body.
+
+    uvicorn writes a response's head, then its body, in two writes: two send(2)
+    calls, two TCP segments and two wake-ups of the client, for a small response
+    that is sent whole. Here the head of a response with a Content-Length waits for
+    the first body write and goes out with it. A HEAD response has no body write,
+    so it is not wrapped; a chunked one's head goes out at once, as before.
+    """
+
+    __slots__ = ("_cycle", "_head", "_held", "_transport")
+
+    def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport):
+        self._cycle = cycle
+        self._transport = transport
+        self._head: bytes | None = None
+        self._held = False
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif (
+            not self._held
+            and self._cycle.response_started
+            and self._cycle.chunked_encoding is False
+        ):
+            # The first write of a started response is its head.
+            self._head, self._held = data, True
+            return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        # Whatever else a later uvicorn asks of the transport: the real one answers.
+        return getattr(self._transport, name)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with limits on what one connection can queue.
 
@@ -267,6 +362,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ahead = self.unanswered.count
         cycle.scope[REQUESTS_AHEAD] = ahead  # type: ignore[literal-required]
         self._set_answering(True)
+        if cycle.scope["method"] != "HEAD":
+            cycle.transport = ResponseTransport(cycle, cycle.transport)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)
 
     def _set_answering(self, answering: bool) -> None:

@@ -3,15 +3,17 @@
 Per-row statistics (classes, confidence, feature values) are counted with NumPy a
 batch at a time and exposed by a collector at scrape time: observing a 1000-row
 batch through prometheus_client one value at a time would cost more than the
-prediction itself. Their labels (classes, features) and the feature buckets follow
+prediction itself. Small batches are only put aside by the request and counted a
+few hundred at a time, as a few NumPy calls for one row cost more than the rest of
+the bookkeeping. Their labels (classes, features) and the feature buckets follow
 the served model's schema; metric names stay as dashboards know them.
 """
 
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections.abc import Iterator
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,8 +47,10 @@ LATENCY_BUCKETS = (
     1,
     2.5,
 )
-# Up to this many rows, a batch is counted in plain Python.
-_FEW_ROWS = 8
+# Batches of up to this many rows are put aside and counted many at a time.
+FEW_ROWS = 8
+# Counting this many small batches at once costs a fraction of a microsecond each.
+PENDING_BATCHES = 512
 CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 # Each feature's training range cut into this many equal buckets shows drift.
 FEATURE_BUCKETS = 8
@@ -97,6 +101,11 @@ GRPC_DURATION = Histogram(
 )
 
 
+_Pending = TypeVar("_Pending")
+# Rows, predicted labels and their confidence, as one request's batch.
+_Batch = tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]
+
+
 class _BatchHistograms:
     """Bucket counts and sums of one histogram per column, added a matrix at a time.
 
@@ -107,41 +116,36 @@ class _BatchHistograms:
         self.edges = edges
         columns, slots = edges.shape[0], edges.shape[1] + 1
         self.counts = np.zeros((columns, slots), dtype=np.int64)
-        self.totals = np.zeros(columns, dtype=np.float64)
-        self._offsets = np.arange(columns) * slots
-        # Small batches are counted in plain lists: a bisect per value costs far
-        # less than the NumPy calls a matrix needs, which dominate for one row.
-        self._edge_lists = edges.tolist()
-        self._few_counts = [[0] * slots for _ in range(columns)]
-        self._few_totals = [0.0] * columns
+        # Large batches are summed each at once, small ones row after row: the two
+        # sums are kept apart so that either adds up exactly as it always has.
+        self.batch_totals = np.zeros(columns, dtype=np.float64)
+        self.row_totals = np.zeros(columns, dtype=np.float64)
 
     def add(self, values: NDArray[np.float64]) -> None:
-        """Count an (N, columns) matrix: one comparison and one bincount in all."""
-        if len(values) <= _FEW_ROWS:
-            self._add_few(values.tolist())
-            return
-        # Edges strictly below a value: a value equal to an edge is in its bucket (le).
-        slots = (values[:, :, np.newaxis] > self.edges).sum(axis=2) + self._offsets
-        self.counts += np.bincount(slots.ravel(), minlength=self.counts.size).reshape(
-            self.counts.shape
-        )
-        self.totals += values.sum(axis=0)
+        """Count an (N, columns) matrix of one large batch."""
+        self._count(values)
+        self.batch_totals += values.sum(axis=0)
 
-    def _add_few(self, rows: list[list[float]]) -> None:
-        for row in rows:
-            for column, value in enumerate(row):
-                # bisect_left: a value equal to an edge is in that edge's bucket (le).
-                self._few_counts[column][
-                    bisect_left(self._edge_lists[column], value)
-                ] += 1
-                self._few_totals[column] += value
+    def add_row_by_row(self, values: NDArray[np.float64]) -> None:
+        """Count an (N, columns) matrix of small batches, summed in row order."""
+        self._count(values)
+        # accumulate adds one row after another, as a Python loop would.
+        self.row_totals = np.add.accumulate(
+            np.vstack([self.row_totals, values]), axis=0
+        )[-1]
+
+    def _count(self, values: NDArray[np.float64]) -> None:
+        slots = self.counts.shape[1]
+        for column, edges in enumerate(self.edges):
+            # side="left": a value equal to an edge is in that edge's bucket (le).
+            where = np.searchsorted(edges, values[:, column], side="left")
+            self.counts[column] += np.bincount(where, minlength=slots)
 
     def total(self, column: int) -> float:
-        return float(self.totals[column]) + self._few_totals[column]
+        return float(self.batch_totals[column]) + float(self.row_totals[column])
 
     def buckets(self, column: int) -> list[tuple[str, float]]:
-        counts = self.counts[column] + np.array(self._few_counts[column])
-        cumulative = np.cumsum(counts)
+        cumulative = np.cumsum(self.counts[column])
         bounds = [*(f"{edge:g}" for edge in self.edges[column]), "+Inf"]
         return list(zip(bounds, cumulative.astype(float).tolist(), strict=True))
 
@@ -155,16 +159,37 @@ def feature_edges(metadata: ModelMetadata) -> NDArray[np.float64]:
     return np.array(edges, dtype=np.float64)
 
 
+class PendingBatches(list[_Pending]):
+    """Small batches put aside by request handlers, to be counted in bulk later.
+
+    Handlers only append, which is atomic, so they need no lock; whoever counts
+    (under its own lock) takes the batches it has seen, from the front, and
+    leaves any appended meanwhile for the next count.
+    """
+
+    def take(self) -> list[_Pending]:
+        taken = len(self)
+        batches = self[:taken]
+        del self[:taken]
+        return batches
+
+
 class PredictionStats(Collector):
-    """What the model was asked and what it answered, row by row."""
+    """What the model was asked and what it answered, row by row.
+
+    ``record`` puts a small batch aside; the batches put aside are counted in bulk
+    when PENDING_BATCHES wait, before a version swap and at scrape time, so a 1-row
+    request costs a list append instead of a dozen NumPy calls.
+    """
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
+        # Held to count and to read the counts; not to put a small batch aside.
         self._lock = threading.Lock()
+        self._pending = PendingBatches[_Batch]()
         self._class_names: list[str] = []
         self._feature_names: list[str] = []
         self._classes = np.zeros(0, dtype=np.int64)
-        self._few_classes: list[int] = []
         self._confidence = _BatchHistograms(np.array([CONFIDENCE_BUCKETS]))
         self._features = _BatchHistograms(np.zeros((0, FEATURE_BUCKETS + 1)))
 
@@ -178,6 +203,8 @@ class PredictionStats(Collector):
         feature_names = [feature.name for feature in metadata.features]
         edges = feature_edges(metadata)
         with self._lock:
+            # Batches put aside so far were answered by the version being replaced.
+            self._count_pending()
             if (
                 class_names == self._class_names
                 and feature_names == self._feature_names
@@ -186,7 +213,6 @@ class PredictionStats(Collector):
                 return
             self._class_names, self._feature_names = class_names, feature_names
             self._classes = np.zeros(len(class_names), dtype=np.int64)
-            self._few_classes = [0] * len(class_names)
             self._confidence = _BatchHistograms(np.array([CONFIDENCE_BUCKETS]))
             self._features = _BatchHistograms(edges)
 
@@ -196,31 +222,57 @@ class PredictionStats(Collector):
         labels: NDArray[np.int64],
         confidence: NDArray[np.float64],
     ) -> None:
-        few = labels.tolist() if len(labels) <= _FEW_ROWS else None
-        highest = max(few) if few is not None else int(labels.max())
+        """Count a batch; a small one is kept until then, so it must not change."""
+        if len(labels) <= FEW_ROWS:
+            pending = self._pending
+            pending.append((rows, labels, confidence))
+            if len(pending) >= PENDING_BATCHES:
+                with self._lock:
+                    self._count_pending()
+            return
         with self._lock:
-            # A request answered by a version being replaced by another schema.
-            if rows.shape[1] != len(self._feature_names) or highest >= len(
-                self._classes
-            ):
-                return
-            if few is not None:
-                for label in few:
-                    self._few_classes[label] += 1
-            else:
+            if self._fits(rows, labels):
                 self._classes += np.bincount(labels, minlength=len(self._classes))
-            self._confidence.add(confidence[:, np.newaxis])
-            self._features.add(rows)
+                self._confidence.add(confidence[:, np.newaxis])
+                self._features.add(rows)
+
+    def _fits(self, rows: NDArray[np.float64], labels: NDArray[np.int64]) -> bool:
+        """False for rows answered by a version being replaced by another schema."""
+        return rows.shape[1] == len(self._feature_names) and (
+            len(labels) == 0 or int(labels.max()) < len(self._classes)
+        )
+
+    def _count_pending(self) -> None:
+        batches = self._pending.take()
+        if not batches:
+            return
+        rows_of, labels_of, confidence_of = zip(*batches, strict=True)
+        try:
+            rows, labels = np.concatenate(rows_of), np.concatenate(labels_of)
+            fits = self._fits(rows, labels)
+        except ValueError:  # rows of different widths, from two schemas
+            fits = False
+        if not fits:
+            batches = [batch for batch in batches if self._fits(batch[0], batch[1])]
+            if not batches:
+                return
+            rows_of, labels_of, confidence_of = zip(*batches, strict=True)
+            rows, labels = np.concatenate(rows_of), np.concatenate(labels_of)
+        self._classes += np.bincount(labels, minlength=len(self._classes))
+        self._confidence.add_row_by_row(np.concatenate(confidence_of)[:, np.newaxis])
+        self._features.add_row_by_row(rows)
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         with self._lock:
+            self._count_pending()
             predictions = CounterMetricFamily(
                 "iris_predictions",
                 "Rows predicted, by predicted class.",
                 labels=["model_name", "class"],
             )
-            counts = self._classes + np.array(self._few_classes, dtype=np.int64)
-            for name, count in zip(self._class_names, counts.tolist(), strict=True):
+            for name, count in zip(
+                self._class_names, self._classes.tolist(), strict=True
+            ):
                 predictions.add_metric([self.model_name, name], count)
             confidence = HistogramMetricFamily(
                 "iris_prediction_confidence_ratio",

@@ -122,6 +122,11 @@ class IrisModel(Model):
             )
         return ValidRequest(serving, parse_v1(payload, serving.schema, self.max_rows))
 
+    def validate(self, payload: Any) -> Any:
+        # KServe's validate checks a dict body's shape; preprocess has already
+        # checked the request against the served schema and made a ValidRequest.
+        return payload
+
     def predict(
         self, payload: ValidRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:

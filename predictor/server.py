@@ -31,11 +31,14 @@ from predictor.grpc_v2 import GRPCServer
 from predictor.guard import BadBody, RequestGuard
 from predictor.inputs import decoding
 from predictor.internals import (
+    ConfiguredLoopPolicy,
     ConnectionLimits,
     SignalHandler,
     drop_request_timing,
     replace_lifespan,
+    require_configured_loop,
     require_routes_first,
+    run_on_configured_loop,
     serve_wrapped,
     use_http_protocol,
     wrap_sigterm,
@@ -171,6 +174,7 @@ class IrisModelServer(ModelServer):
         self.settings = settings
         self.state = ServerState()
         self.own_routes: list[BaseRoute] = []
+        self.loop_policy: ConfiguredLoopPolicy | None = None
         model = watcher.model
         self.grpc = (
             GRPCServer(
@@ -218,11 +222,16 @@ class IrisModelServer(ModelServer):
                 max_pipelined=MAX_PIPELINED,
             ),
         )
+        self.loop_policy = run_on_configured_loop(self._rest_server)
         super().setup_event_loop()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         require_routes_first(app, self.own_routes)
+        if self.loop_policy is not None:
+            require_configured_loop(self.loop_policy)
+        loop = asyncio.get_running_loop()
+        log.info("event_loop=%s.%s", type(loop).__module__, type(loop).__name__)
         if not self.settings.access_log:
             drop_request_timing(app)
         # Everything loaded so far lives as long as the server: spare the collector.

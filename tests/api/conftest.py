@@ -119,6 +119,11 @@ class PredictorProcess:
                 return int(line.split()[1]) * 1024
         raise AssertionError(f"no VmHWM for pid {self.process.pid}")
 
+    def mapped_files(self) -> set[str]:
+        """The files the process has mapped into its memory: its code among them."""
+        maps = Path(f"/proc/{self.process.pid}/maps").read_text()
+        return {line.split()[-1] for line in maps.splitlines() if "/" in line}
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

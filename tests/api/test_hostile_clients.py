@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -60,18 +61,32 @@ def read_from(stream: BinaryIO) -> tuple[int, dict[str, str], Any]:
 
 
 def send_at_once(
-    port: int, request: bytes, connections: int, answers: int = 1
+    server: PredictorProcess, request: bytes, connections: int, answers: int = 1
 ) -> list[list[tuple[int, dict[str, str], Any]]]:
     """Send ``request`` whole on each of ``connections`` at once, then read
-    ``answers`` responses from each."""
+    ``answers`` responses from each.
+
+    Each connection is answered once first, so the server has accepted it and
+    reads it; then the server is stopped (SIGSTOP) while the requests are sent, so
+    that all of them wait in its sockets when it goes on, as a burst does while a
+    server is busy. Else how many it reads together depends on how fast it reads
+    and accepts.
+    """
     clients = [
-        socket.create_connection(("127.0.0.1", port), timeout=30)
+        socket.create_connection(("127.0.0.1", server.port), timeout=30)
         for _ in range(connections)
     ]
     try:
-        for sock in clients:
-            sock.sendall(request)
         streams = [sock.makefile("rb") for sock in clients]
+        for sock, stream in zip(clients, streams, strict=True):
+            sock.sendall(raw_request("GET", "/v2/health/live"))
+            assert read_from(stream)[0] == 200
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for sock in clients:
+                sock.sendall(request)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
         return [[read_from(stream) for _ in range(answers)] for stream in streams]
     finally:
         for sock in clients:
@@ -341,7 +356,7 @@ def test_whole_requests_past_max_in_flight_are_shed_under_cpu_overload(
     shed_before = limited.metric(
         "iris_http_requests_total", route="/v1/models/{model}:predict", code="503"
     )
-    answers = [answer for [answer] in send_at_once(limited.port, request, 48)]
+    answers = [answer for [answer] in send_at_once(limited, request, 48)]
     statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {200, 503}, statuses
     shed = [(headers, answer) for status, headers, answer in answers if status == 503]
@@ -366,7 +381,7 @@ def test_pipelined_requests_count_once_each_as_they_are_answered(
     # Two connections pipeline 8 requests each: uvicorn answers one at a time per
     # connection, so at most 2 are ever in flight, and with max_in_flight 2 none
     # may be shed (counting a finished request until its task is reaped shed them).
-    answers = send_at_once(limited.port, predict_request() * 8, 2, answers=8)
+    answers = send_at_once(limited, predict_request() * 8, 2, answers=8)
     for answered in answers:
         assert [status for status, _, _ in answered] == [200] * 8, answered
         assert all(answer == {"predictions": [1]} for _, _, answer in answered)

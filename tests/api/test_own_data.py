@@ -213,13 +213,10 @@ def test_a_csv_data_set_is_trained_published_and_served(
 
 def heavy_libraries(server: PredictorProcess) -> list[str]:
     """Files of scikit-learn, skops or SciPy mapped into the server's memory."""
-    maps = Path(f"/proc/{server.process.pid}/maps").read_text()
     return sorted(
-        {
-            line.split()[-1]
-            for line in maps.splitlines()
-            if any(f"/{package}/" in line for package in ("sklearn", "skops", "scipy"))
-        }
+        path
+        for path in server.mapped_files()
+        if any(f"/{package}/" in path for package in ("sklearn", "skops", "scipy"))
     )
 
 

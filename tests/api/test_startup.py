@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from tests.api.conftest import PredictorProcess
@@ -107,3 +108,16 @@ def test_a_blackholed_store_delays_readiness_not_the_port(
         status, metadata = server.request("GET", "/v1/models/iris/metadata")
         assert (status, metadata["version"]) == (200, published.version)
         assert server.predict([[5.1, 3.5, 1.4, 0.2]]) == (200, {"predictions": [0]})
+
+
+def test_the_server_runs_on_the_event_loop_kserves_flag_names(
+    predictor: PredictorProcess, published_default: Path, start_predictor: Any
+) -> None:
+    # KServe's --event-loop is "auto" by default: uvloop, which the image installs.
+    assert any("/uvloop/" in path for path in predictor.mapped_files())
+    chosen = start_predictor(
+        "--model_uri", str(published_default), "--event-loop", "asyncio"
+    )
+    chosen.wait_until("/v1/models/iris", 200)
+    assert chosen.predict([[6.8, 2.8, 4.8, 1.4]]) == (200, {"predictions": [1]})
+    assert not any("/uvloop/" in path for path in chosen.mapped_files())

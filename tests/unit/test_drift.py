@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from scipy.stats import ks_2samp  # type: ignore[import-untyped]
 
 from predictor.drift import DriftReference, DriftWindow
+from predictor.metrics import PENDING_BATCHES
 from training.store.layout import FeatureStats, ModelMetadata
 from training.train import TrainedModel
 
@@ -175,3 +176,74 @@ def test_a_window_of_zero_rows_turns_the_scores_off(trained: TrainedModel) -> No
     found = scores(window)
     assert found[("iris_drift_window_rows", "")] == 0
     assert ("iris_model_training_class_ratio", "setosa") not in found
+
+
+def one_row_requests(
+    trained: TrainedModel, labels: list[int]
+) -> list[tuple[NDArray[np.float64], NDArray[np.int64]]]:
+    x = trained.split.x_train
+    return [
+        (x[index % len(x)][np.newaxis].copy(), np.full(1, label))
+        for index, label in enumerate(labels)
+    ]
+
+
+def test_one_row_requests_fill_the_window_as_one_batch_does(
+    trained: TrainedModel,
+) -> None:
+    labels = [index % 3 for index in range(PENDING_BATCHES + 8)]
+    requests = one_row_requests(trained, labels)
+    one_by_one, in_bulk = window_of(trained, capacity=10), window_of(trained, 10)
+    for rows, label in requests[:3]:
+        one_by_one.record(rows, label)
+    assert scores(one_by_one)[("iris_drift_window_rows", "")] == 3
+    # Past the limit of rows put aside, and a scrape after it.
+    for rows, label in requests[3:]:
+        one_by_one.record(rows, label)
+    latest = requests[-10:]
+    in_bulk.record(
+        np.vstack([rows for rows, _ in latest]),
+        np.concatenate([label for _, label in latest]),
+    )
+    assert scores(one_by_one) == scores(in_bulk)
+    assert scores(one_by_one)[("iris_drift_window_rows", "")] == 10
+
+
+def test_rows_put_aside_come_before_a_larger_batch(trained: TrainedModel) -> None:
+    window = window_of(trained, capacity=10)
+    for rows, label in one_row_requests(trained, [0] * 5):
+        window.record(rows, label)
+    window.record(trained.split.x_train[:9], np.ones(9, dtype=np.int64))
+    assert scores(window)[
+        ("iris_prediction_window_class_ratio", "setosa")
+    ] == pytest.approx(0.1)
+
+
+def test_a_new_version_drops_the_rows_put_aside(trained: TrainedModel) -> None:
+    window = window_of(trained)
+    requests = one_row_requests(trained, [0, 1, 2, 0, 1])
+    for rows, label in requests:
+        window.record(rows, label)
+    window.use(DriftReference.of(metadata(trained)))
+    assert scores(window)[("iris_drift_window_rows", "")] == 0
+    for rows, label in requests[:2]:
+        window.record(rows, label)
+    assert scores(window)[("iris_drift_window_rows", "")] == 2
+
+
+def test_rows_of_a_replaced_schema_stay_out_of_the_window(
+    trained: TrainedModel,
+) -> None:
+    served = metadata(trained)
+    narrower = served.model_copy(update={"feature_names": served.feature_names[:2]})
+    window = DriftWindow("iris", 100)
+    window.use(DriftReference.of(narrower))
+    for rows, label in one_row_requests(trained, [0, 1, 2]):
+        # A late answer of the replaced version, with its 4 features.
+        window.record(rows, label)
+        window.record(rows[:, :2], label)
+    found = scores(window)
+    assert found[("iris_drift_window_rows", "")] == 3
+    assert {feature for name, feature in found if name == "iris_feature_drift_ks"} == {
+        *served.feature_names[:2]
+    }

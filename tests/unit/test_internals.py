@@ -3,6 +3,7 @@ fails loudly, naming its assumption, when that assumption no longer holds."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 import pytest
@@ -15,7 +16,9 @@ from predictor.internals import (
     BrokenAssumptionError,
     ConnectionLimits,
     drop_request_timing,
+    require_configured_loop,
     require_routes_first,
+    run_on_configured_loop,
     serve_wrapped,
     use_http_protocol,
     wrap_sigterm,
@@ -95,3 +98,27 @@ def test_a_rest_server_not_running_kserves_app_fails_the_check() -> None:
         serve_wrapped(RestServer(), lambda app: app)
     with pytest.raises(BrokenAssumptionError, match="_rest_server"):
         serve_wrapped(object(), lambda app: app)
+
+
+def test_a_server_not_run_in_the_loop_the_policy_made_fails_the_check() -> None:
+    class RestServer:
+        config = uvicorn.Config(FastAPI(), loop="asyncio")
+
+    async def check() -> None:
+        require_configured_loop(policy)
+
+    previous = asyncio.get_event_loop_policy()
+    try:
+        policy = run_on_configured_loop(RestServer())
+        # asyncio.run makes its loop by the policy, as KServe's start does.
+        asyncio.run(check())
+        elsewhere = asyncio.SelectorEventLoop()
+        try:
+            with pytest.raises(BrokenAssumptionError, match="asyncio's policy"):
+                elsewhere.run_until_complete(check())
+        finally:
+            elsewhere.close()
+    finally:
+        asyncio.set_event_loop_policy(previous)
+    with pytest.raises(BrokenAssumptionError, match="_rest_server"):
+        run_on_configured_loop(object())
