@@ -8,10 +8,11 @@ as its published metadata gives them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
+from operator import le
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,10 @@ from training.store import ModelMetadata
 
 V1_FIELDS = {"instances", "parameters"}
 V1_PARAMETERS = {"probabilities"}
-# Up to this many rows, ranges are checked in plain Python.
+# Up to this many rows, rows are checked in plain Python.
 _FEW_ROWS = 8
+# The exact types of a JSON number as orjson and json decode it (bool is not one).
+_NUMBER_TYPES = frozenset({float, int})
 V2_OUTPUTS = ("predict", "probabilities")
 V2_DATATYPES = {"FP32": np.float32, "FP64": np.float64}
 
@@ -38,9 +41,10 @@ class RequestSchema:
     units: tuple[str | None, ...]
     minimums: NDArray[np.float64]
     maximums: NDArray[np.float64]
-    # The same bounds as (minimum, maximum) per feature, for a few rows in plain
-    # Python: comparing four floats costs far less than four NumPy calls.
-    ranges: tuple[tuple[float, float], ...]
+    # The same bounds as floats, for a few rows in plain Python: comparing four
+    # floats costs far less than the NumPy calls of comparing a matrix.
+    lows: tuple[float, ...]
+    highs: tuple[float, ...]
     # Where a message needs the names: "sepal_length, sepal_width, ...".
     listing: str
     # A valid request body, for messages: the first golden row.
@@ -54,7 +58,8 @@ class RequestSchema:
             units=tuple(feature.unit for feature in features),
             minimums=np.array([feature.min for feature in features]),
             maximums=np.array([feature.max for feature in features]),
-            ranges=tuple((feature.min, feature.max) for feature in features),
+            lows=tuple(float(feature.min) for feature in features),
+            highs=tuple(float(feature.max) for feature in features),
             listing=", ".join(feature.name for feature in features),
             example=orjson.dumps({"instances": metadata.golden.rows[:1]}).decode(),
         )
@@ -63,14 +68,22 @@ class RequestSchema:
     def width(self) -> int:
         return len(self.features)
 
+    def inside(self, row: Sequence[float]) -> bool:
+        """Whether each value of a row of width numbers is inside its feature's range.
 
-@dataclass(frozen=True)
+        False for NaN, which fails every comparison. Python compares an int and a
+        float exactly, so an int inside is inside as a float64 too.
+        """
+        return all(map(le, self.lows, row)) and all(map(le, row, self.highs))
+
+
+@dataclass(frozen=True, slots=True)
 class V1Request:
     rows: NDArray[np.float64]
     probabilities: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class V2Request:
     rows: NDArray[np.float64]
     outputs: tuple[str, ...]
@@ -116,8 +129,8 @@ def parse_v1(payload: object, schema: RequestSchema, max_rows: int) -> V1Request
         )
     if "instances" not in payload:
         raise InvalidInput(f'missing "instances": send rows such as {schema.example}')
-    unknown = payload.keys() - V1_FIELDS
-    if unknown:
+    if not payload.keys() <= V1_FIELDS:
+        unknown = payload.keys() - V1_FIELDS
         raise InvalidInput(
             f'unknown field "{sorted(unknown)[0]}": a v1 request has "instances" and '
             f'optionally "parameters"'
@@ -163,6 +176,11 @@ def rows_to_matrix(
         raise InvalidInput(
             f'"instances" has {len(instances)} rows, more than the limit of {max_rows}'
         )
+    if len(instances) <= _FEW_ROWS:
+        # For a few rows, plain loops and np.array cost less than the bulk checks.
+        few = _few_rows_inside(instances, schema)
+        if few is not None:
+            return few
     matrix = _plain_rows(instances, schema.width)
     if matrix is None:
         matrix = np.array(
@@ -173,21 +191,32 @@ def rows_to_matrix(
     return matrix
 
 
+def _few_rows_inside(
+    instances: list[Any], schema: RequestSchema
+) -> NDArray[np.float64] | None:
+    """The common case for a few rows: lists of JSON numbers, each inside its range.
+
+    None for anything else, valid or not: the general path decides, and words the
+    error.
+    """
+    width = schema.width
+    for row in instances:
+        if (
+            type(row) is not list
+            or len(row) != width
+            or not _NUMBER_TYPES.issuperset(map(type, row))
+            or not schema.inside(row)
+        ):
+            return None
+    return np.array(instances, dtype=np.float64)
+
+
 def _plain_rows(instances: list[Any], width: int) -> NDArray[np.float64] | None:
     """The common case, checked in bulk: every row a list of width JSON numbers.
 
     The checks run as ``set(map(...))`` so that the loops are in C: for 1000 rows
     they cost a tenth of what Python-level loops would.
     """
-    if len(instances) <= _FEW_ROWS:
-        # For a few rows, plain loops and np.array cost less than sets and fromiter.
-        for row in instances:
-            if type(row) is not list or len(row) != width:
-                return None
-            for value in row:
-                if type(value) is not float and type(value) is not int:
-                    return None
-        return np.array(instances, dtype=np.float64)
     if (
         set(map(type, instances)) != {list}
         or set(map(len, instances)) != {width}
@@ -247,11 +276,7 @@ def _number(where: str, value: object) -> float:
 def check_range(matrix: NDArray[np.float64], schema: RequestSchema, where: str) -> None:
     """Refuse values that are not finite or outside their feature's accepted range."""
     # NaN fails every comparison, so it is outside too.
-    if len(matrix) <= _FEW_ROWS and all(
-        low <= value <= high
-        for row in matrix.tolist()
-        for value, (low, high) in zip(row, schema.ranges, strict=True)
-    ):
+    if len(matrix) <= _FEW_ROWS and all(map(schema.inside, matrix.tolist())):
         return
     inside = (matrix >= schema.minimums) & (matrix <= schema.maximums)
     if inside.all():

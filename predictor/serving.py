@@ -31,7 +31,7 @@ class ModelRejected(Exception):  # noqa: N818 - the model is rejected, it is not
     """A published model that loads but is not fit to serve."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """The model's answer for a batch of rows."""
 
@@ -63,9 +63,7 @@ class ServingModel:
     def predict(self, rows: NDArray[np.float64]) -> Prediction:
         probabilities = self.predict_proba(rows)
         # argmax picks the first of equal maxima, as scikit-learn's predict does.
-        return Prediction(
-            labels=probabilities.argmax(axis=1), probabilities=probabilities
-        )
+        return Prediction(probabilities.argmax(axis=1), probabilities)
 
 
 def _sklearn_evaluator(

@@ -22,6 +22,8 @@ import copy
 import io
 import zipfile
 from bisect import bisect_left
+from math import prod
+from operator import mul
 from typing import Any
 
 import numpy as np
@@ -81,6 +83,8 @@ class ThresholdGrid:
         self.bounds = bounds
         self._bound_lists = [column.tolist() for column in bounds]
         self.shape = tuple(len(column) + 1 for column in bounds)
+        # How far apart in the table two cells one bin apart on each feature are.
+        self._strides = [prod(self.shape[f + 1 :]) for f in range(len(self.shape))]
         self.cells = int(np.prod(self.shape, dtype=np.int64))
         self.table = table
 
@@ -187,15 +191,16 @@ class ThresholdGrid:
     def _cells(self, rows: NDArray[np.float64]) -> NDArray[np.intp] | list[int]:
         """The flat table index of each row's cell (row-major over the features)."""
         if len(rows) <= _FEW_ROWS:
-            # A bisect on a list costs far less than a NumPy call for one value.
+            # A bisect on a list costs far less than a NumPy call for one value; map
+            # is used, not zip(strict=...), whose keyword alone costs a third more.
+            edges, strides = self._bound_lists, self._strides
             cells = []
             for row in rows.tolist():
-                cell = 0
-                for bounds, size, value in zip(
-                    self._bound_lists, self.shape, row, strict=True
-                ):
-                    cell = cell * size + bisect_left(bounds, value)
-                cells.append(cell)
+                if len(row) != len(edges):
+                    raise ValueError(
+                        f"a row of {len(row)} values for {len(edges)} features"
+                    )
+                cells.append(sum(map(mul, map(bisect_left, edges, row), strides)))
             return cells
         index = np.zeros(len(rows), dtype=np.intp)
         for column, (bounds, size) in enumerate(
