@@ -5,15 +5,17 @@ the baseline (bench/baseline.py: a plain kserve.Model calling scikit-learn, as
 KServe's sklearnserver does, quiet logging) and then the predictor are started
 pinned to core 0, and wrk, pinned to core 1, drives them: 1-row requests at
 concurrency 1 and 16, and 1000-row requests. A bare ASGI app (bench/ceiling.py)
-shows the ceiling: it runs beside the predictor, on core 0 too, and the two are
-loaded in turn at 1 row, c=16 over several rounds (``--rounds``), so that a busy
-neighbour hurts both alike; the share is the median of the rounds. Cold start and
+shows the ceiling, and the same app answering through the predictor's model and
+KServe's ``Model.__call__`` (bench/floor.py) the floor that keeping them sets: both
+run beside the predictor, on core 0 too, and the three are loaded in turn at 1 row,
+c=16 over several rounds (``--rounds``), so that a busy neighbour hurts all alike;
+each share is the median of the rounds. Cold start and
 RSS after the load are measured too.
 
 ``make bench`` or ``python -m bench.serving [--seconds N] [--models rf50 ...]``.
 Needs wrk (``apt-get install wrk``). Writes bench/results/serving.json and prints a
 table with the ratio predictor/baseline for every measure, and the predictor's
-1-row c=16 throughput as a share of the ceiling's.
+1-row c=16 throughput, and the floor's, as a share of the ceiling's.
 
 ``--drift`` measures instead what the drift window costs the request path: the
 predictor with its default window and with ``--drift_window_rows 0`` (off), both
@@ -169,20 +171,32 @@ def measure(seconds: int, models: list[str], rounds: int) -> dict[str, Any]:
                         "rss_mb": rss_mb(port),
                     }
                     if server == "iris":
-                        per_server[server]["against_ceiling"] = [
-                            {
-                                "ceiling": drive(
-                                    ceiling_port, LOADS[1], seconds, bodies
-                                ).requests_per_second,
-                                "iris": drive(
-                                    port, LOADS[1], seconds, bodies
-                                ).requests_per_second,
-                            }
-                            for _ in range(rounds)
-                        ]
+                        per_server[server]["against_ceiling"] = against_ceiling(
+                            {"ceiling": ceiling_port, "iris": port},
+                            store,
+                            seconds,
+                            rounds,
+                            bodies,
+                        )
                 print(f"measured {model} {server}", flush=True)
             results["models"][model] = per_server
     return results
+
+
+def against_ceiling(
+    ports: dict[str, int], store: Path, seconds: int, rounds: int, bodies: Path
+) -> list[dict[str, float]]:
+    """1-row c=16 req/s of each server and of the floor, loaded in turn, per round."""
+    with running("bench.floor", ["--model_uri", str(store)], cpu=0) as (floor, _):
+        drive(floor, LOADS[1], 2, bodies)
+        ports = {**ports, "floor": floor}
+        return [
+            {
+                name: drive(port, LOADS[1], seconds, bodies).requests_per_second
+                for name, port in ports.items()
+            }
+            for _ in range(rounds)
+        ]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -216,16 +230,17 @@ def table(results: dict[str, Any]) -> str:
         f"{ceiling['requests_per_second']:,.0f} req/s, p99 {ceiling['p99_ms']:.2f} ms",
     ]
     for model, servers in results["models"].items():
-        shares = [
-            each["iris"] / each["ceiling"]
-            for each in servers["iris"]["against_ceiling"]
-        ]
-        lines.append(
-            f"{model}, {LOADS[1].name}, iris/ceiling: "
-            f"{statistics.median(shares):.0%} (median of {len(shares)} rounds: "
-            + ", ".join(f"{share:.0%}" for share in shares)
-            + ")"
-        )
+        for server in ("floor", "iris"):
+            shares = [
+                each[server] / each["ceiling"]
+                for each in servers["iris"]["against_ceiling"]
+            ]
+            lines.append(
+                f"{model}, {LOADS[1].name}, {server}/ceiling: "
+                f"{statistics.median(shares):.0%} (median of {len(shares)} rounds: "
+                + ", ".join(f"{share:.0%}" for share in shares)
+                + ")"
+            )
     return "\n".join(lines)
 
 

@@ -1,0 +1,68 @@
+"""The floor: what any server keeping KServe's ``Model.__call__`` pays for a 1-row
+prediction. A bare ASGI app under uvicorn, as the ceiling, that answers every POST
+with the predictor's own ``IrisModel`` through ``Model.__call__`` (KServe's three
+histograms, our checks, grid and per-row statistics), JSON read and written with
+orjson; nothing else: no guard, no limits, no HTTP metrics, no other route.
+
+``python -m bench.floor --http_port PORT --model_uri URI``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+
+import orjson
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from predictor.model import IrisModel
+from predictor.watcher import ModelWatcher
+from training.store import open_store
+
+MODEL = IrisModel("iris", max_rows=10_000)
+JSON = (b"content-type", b"application/json")
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["method"] == "GET":
+        # Readiness, for bench.servers: the model was loaded before the port opened.
+        body = b'{"ready": true}'
+    else:
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in scope["headers"]
+        }
+        response, _ = await MODEL(orjson.loads(b"".join(chunks)), headers=headers)
+        body = orjson.dumps(response)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [JSON, (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http_port", type=int, required=True)
+    parser.add_argument("--model_uri", required=True)
+    args, _ = parser.parse_known_args()
+    ModelWatcher(open_store(args.model_uri), MODEL, 60, "grid").check()
+    if not MODEL.ready:
+        raise SystemExit(f"no model could be served from {args.model_uri}")
+    gc.freeze()
+    uvicorn.run(app, port=args.http_port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
