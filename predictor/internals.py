@@ -14,7 +14,8 @@ once, loudly, rather than quietly serving without a guarantee:
   to ``uvicorn.Config(loop=...)``, whose loop only ``uvicorn.Server.run`` makes; but
   ``ModelServer.start`` serves with ``asyncio.run``, which makes asyncio's own (the
   flag came with kserve/kserve#4971, for kserve/kserve#4931's throughput). An event
-  loop policy makes ``asyncio.run``'s loop the one the config names.
+  loop policy makes ``asyncio.run``'s loop the one the config names (this
+  predictor's default is asyncio: ``predictor/settings.py`` says why).
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
