@@ -61,32 +61,44 @@ def read_from(stream: BinaryIO) -> tuple[int, dict[str, str], Any]:
 
 
 def send_at_once(
-    server: PredictorProcess, request: bytes, connections: int, answers: int = 1
+    server: PredictorProcess,
+    request: bytes,
+    connections: int,
+    answers: int = 1,
+    accepted: bool = True,
 ) -> list[list[tuple[int, dict[str, str], Any]]]:
     """Send ``request`` whole on each of ``connections`` at once, then read
     ``answers`` responses from each.
 
-    Each connection is answered once first, so the server has accepted it and
-    reads it; then the server is stopped (SIGSTOP) while the requests are sent, so
-    that all of them wait in its sockets when it goes on, as a burst does while a
-    server is busy. Else how many it reads together depends on how fast it reads
-    and accepts.
+    The server is stopped (SIGSTOP) while the requests are sent, so that all of
+    them wait for it when it goes on, as a burst does while a server is busy. With
+    ``accepted``, each connection was opened and answered once before, so the
+    requests wait in sockets the server reads; else the connections are opened
+    while it is stopped, and wait in its accept queue too.
     """
-    clients = [
-        socket.create_connection(("127.0.0.1", server.port), timeout=30)
-        for _ in range(connections)
-    ]
+    clients: list[socket.socket] = []
+
+    def connect() -> None:
+        clients.extend(
+            socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            for _ in range(connections)
+        )
+
     try:
-        streams = [sock.makefile("rb") for sock in clients]
-        for sock, stream in zip(clients, streams, strict=True):
-            sock.sendall(raw_request("GET", "/v2/health/live"))
-            assert read_from(stream)[0] == 200
+        if accepted:
+            connect()
+            for sock in clients:
+                sock.sendall(raw_request("GET", "/v2/health/live"))
+                assert read_response(sock)[0] == 200
         server.process.send_signal(signal.SIGSTOP)
         try:
+            if not accepted:
+                connect()
             for sock in clients:
                 sock.sendall(request)
         finally:
             server.process.send_signal(signal.SIGCONT)
+        streams = [sock.makefile("rb") for sock in clients]
         return [[read_from(stream) for _ in range(answers)] for stream in streams]
     finally:
         for sock in clients:
@@ -345,18 +357,21 @@ def test_past_max_in_flight_inference_gets_a_fast_503(
     assert limited.predict([[6.8, 2.8, 4.8, 1.4]]) == (200, {"predictions": [1]})
 
 
+@pytest.mark.parametrize("accepted", [True, False], ids=["open", "new"])
 def test_whole_requests_past_max_in_flight_are_shed_under_cpu_overload(
-    limited: PredictorProcess,
+    limited: PredictorProcess, accepted: bool
 ) -> None:
     # Each request arrives whole and costs CPU: no await ever pauses it, yet those
-    # parsed behind two others must be shed, not queued.
+    # parsed behind two others must be shed, not queued; on connections opened
+    # during the burst too, which uvloop would accept one per loop iteration.
     rows = 2000
     body = json.dumps({"instances": [[6.8, 2.8, 4.8, 1.4]] * rows}).encode()
     request = raw_request("POST", PREDICT, body, Content_Type="application/json")
     shed_before = limited.metric(
         "iris_http_requests_total", route="/v1/models/{model}:predict", code="503"
     )
-    answers = [answer for [answer] in send_at_once(limited, request, 48)]
+    sent = send_at_once(limited, request, 48, accepted=accepted)
+    answers = [answer for [answer] in sent]
     statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {200, 503}, statuses
     shed = [(headers, answer) for status, headers, answer in answers if status == 503]
