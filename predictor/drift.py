@@ -139,23 +139,12 @@ class DriftWindow(Collector):
             self._write(rows, labels)
 
     def _write_pending(self) -> None:
-        batches = self._pending.take()
-        if not batches or self._reference is None:
-            return
         columns = self._rows.shape[1]
-        rows_of, labels_of = zip(*batches, strict=True)
-        try:
-            rows = np.concatenate(rows_of)
-            fits = rows.shape[1] == columns
-        except ValueError:  # rows of different widths, from two schemas
-            fits = False
-        if not fits:
-            batches = [batch for batch in batches if batch[0].shape[1] == columns]
-            if not batches:
-                return
-            rows_of, labels_of = zip(*batches, strict=True)
-            rows = np.concatenate(rows_of)
-        self._write(rows, np.concatenate(labels_of))
+        joined = self._pending.take_joined(
+            lambda rows, _labels: rows.shape[1] == columns
+        )
+        if joined is not None and self._reference is not None:
+            self._write(*joined)
 
     def _write(self, rows: NDArray[np.float64], labels: NDArray[np.int64]) -> None:
         if self._reference is None or rows.shape[1] != self._rows.shape[1]:

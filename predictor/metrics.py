@@ -11,9 +11,10 @@ the served model's schema; metric names stay as dashboards know them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -101,7 +102,7 @@ GRPC_DURATION = Histogram(
 )
 
 
-_Pending = TypeVar("_Pending")
+_Pending = TypeVar("_Pending", bound=tuple[NDArray[Any], ...])
 # Rows, predicted labels and their confidence, as one request's batch.
 _Batch = tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]
 
@@ -173,6 +174,25 @@ class PendingBatches(list[_Pending]):
         del self[:taken]
         return batches
 
+    def take_joined(self, fits: Callable[..., bool]) -> tuple[NDArray[Any], ...] | None:
+        """Take the batches and join them array by array, keeping those that fit.
+
+        ``fits`` is asked of the joined arrays first, the usual case; only if they
+        do not fit, or cannot be joined, is it asked of each batch. None when no
+        batch was put aside or none fits.
+        """
+        batches = self.take()
+        if not batches:
+            return None
+        with contextlib.suppress(ValueError):  # rows of widths from two schemas
+            joined = tuple(map(np.concatenate, zip(*batches, strict=True)))
+            if fits(*joined):
+                return joined
+        kept = [batch for batch in batches if fits(*batch)]
+        if not kept:
+            return None
+        return tuple(map(np.concatenate, zip(*kept, strict=True)))
+
 
 class PredictionStats(Collector):
     """What the model was asked and what it answered, row by row.
@@ -243,23 +263,14 @@ class PredictionStats(Collector):
         )
 
     def _count_pending(self) -> None:
-        batches = self._pending.take()
-        if not batches:
+        joined = self._pending.take_joined(
+            lambda rows, labels, _confidence: self._fits(rows, labels)
+        )
+        if joined is None:
             return
-        rows_of, labels_of, confidence_of = zip(*batches, strict=True)
-        try:
-            rows, labels = np.concatenate(rows_of), np.concatenate(labels_of)
-            fits = self._fits(rows, labels)
-        except ValueError:  # rows of different widths, from two schemas
-            fits = False
-        if not fits:
-            batches = [batch for batch in batches if self._fits(batch[0], batch[1])]
-            if not batches:
-                return
-            rows_of, labels_of, confidence_of = zip(*batches, strict=True)
-            rows, labels = np.concatenate(rows_of), np.concatenate(labels_of)
+        rows, labels, confidence = joined
         self._classes += np.bincount(labels, minlength=len(self._classes))
-        self._confidence.add_row_by_row(np.concatenate(confidence_of)[:, np.newaxis])
+        self._confidence.add_row_by_row(confidence[:, np.newaxis])
         self._features.add_row_by_row(rows)
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
