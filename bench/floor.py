@@ -1,8 +1,9 @@
 """The floor: what any server keeping KServe's ``Model.__call__`` pays for a 1-row
 prediction. A bare ASGI app under uvicorn, as the ceiling, that answers every POST
-with the predictor's own ``IrisModel`` through ``Model.__call__`` (KServe's three
-histograms, our checks, grid and per-row statistics), JSON read and written with
-orjson; nothing else: no guard, no limits, no HTTP metrics, no other route.
+with the predictor's own v1 answer (``predictor.v1_predict``: orjson, then
+``IrisModel`` through ``Model.__call__``, with KServe's three histograms, our checks,
+grid and per-row statistics); nothing else: no guard, no limits, no HTTP metrics, no
+other route.
 
 ``python -m bench.floor --http_port PORT --model_uri URI``
 """
@@ -12,16 +13,15 @@ from __future__ import annotations
 import argparse
 import gc
 
-import orjson
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from predictor.model import IrisModel
+from predictor.v1_predict import answer_v1_predict, send_json
 from predictor.watcher import ModelWatcher
 from training.store import open_store
 
 MODEL = IrisModel("iris", max_rows=10_000)
-JSON = (b"content-type", b"application/json")
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -29,27 +29,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if scope["method"] == "GET":
         # Readiness, for bench.servers: the model was loaded before the port opened.
-        body = b'{"ready": true}'
-    else:
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        headers = {
-            key.decode("latin-1"): value.decode("latin-1")
-            for key, value in scope["headers"]
-        }
-        response, _ = await MODEL(orjson.loads(b"".join(chunks)), headers=headers)
-        body = orjson.dumps(response)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [JSON, (b"content-length", b"%d" % len(body))],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        await send_json(send, 200, b'{"ready": true}')
+        return
+    await send_json(send, *await answer_v1_predict(MODEL, scope, receive))
 
 
 def main() -> None:
