@@ -28,28 +28,33 @@ help:
 	@echo "make kind-down  delete the cluster"
 	@echo "make kind-inferenceservice  k8s/'s InferenceService with that image (needs KServe)"
 
-# Every install comes from a lock file in requirements/ with hashes: dev.txt here
-# (runtime, test and lint), runtime.txt in the image. The project itself is built
-# with the locked setuptools, not one fetched for an isolated build.
-$(INSTALLED): requirements/dev.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --requirement requirements/dev.txt
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
-	touch $@
-
-venv: $(INSTALLED)
-
-# uv resolves the locks (tests/release/lockfile.py says from what); it lives in a
-# venv of its own, so `make lock` works before .venv exists or when it is stale.
-UV_VERSION := 0.13.8
+# uv installs every venv here and writes the locks (tests/release/lockfile.py says
+# from what). It lives in a venv of its own, installed by pip from its own lock, so
+# `make lock` works before .venv exists or when it is stale.
 UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
 UV_FLAGS ?=
 
-$(UV):
+$(UV): requirements/uv.txt
 	rm -rf $(UV_VENV)
 	$(PYTHON) -m venv $(UV_VENV)
-	$(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+	$(UV_VENV)/bin/pip install --quiet --require-hashes --requirement $<
+
+# Each venv is made by Python's venv (so it has the pip tests call) and filled by uv
+# from a lock file in requirements/, checking every hash: on a fresh clone that takes
+# seconds where pip took minutes. uv writes no bytecode at install; Python writes it
+# at first import. --native-tls: uv trusts the system's CA store, as pip does.
+UV_INSTALL = $(UV) pip install --quiet --native-tls --python $(1)/bin/python
+
+# dev.txt here (runtime, test and lint), runtime.txt in the image. The project
+# itself is built with the locked setuptools, not one fetched for an isolated build.
+$(INSTALLED): requirements/dev.txt pyproject.toml | $(UV)
+	$(PYTHON) -m venv $(VENV)
+	$(call UV_INSTALL,$(VENV)) --require-hashes --requirement requirements/dev.txt
+	$(call UV_INSTALL,$(VENV)) --no-deps --no-build-isolation --editable .
+	touch $@
+
+venv: $(INSTALLED)
 
 # Keeps every pin that still fits pyproject.toml; UV_FLAGS='--upgrade-package NAME'
 # moves one, UV_FLAGS=--upgrade moves all.
@@ -88,10 +93,10 @@ CHECKOV_INSTALLED := $(CHECKOV_VENV)/.installed
 $(HELM): tests/chart/helm_binary.py | $(INSTALLED)
 	$(BIN)/python -m tests.chart.helm_binary $@
 
-$(CHECKOV_INSTALLED): requirements/checkov.txt
+$(CHECKOV_INSTALLED): requirements/checkov.txt | $(UV)
 	rm -rf $(CHECKOV_VENV)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes --requirement $<
+	$(call UV_INSTALL,$(CHECKOV_VENV)) --require-hashes --requirement $<
 	touch $@
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)
@@ -102,10 +107,10 @@ chart-tools: $(HELM) $(CHECKOV_INSTALLED)
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_INSTALLED := $(MLFLOW_VENV)/.installed
 
-$(MLFLOW_INSTALLED): requirements/mlflow.txt
+$(MLFLOW_INSTALLED): requirements/mlflow.txt | $(UV)
 	rm -rf $(MLFLOW_VENV)
 	$(PYTHON) -m venv $(MLFLOW_VENV)
-	$(MLFLOW_VENV)/bin/pip install --quiet --require-hashes --requirement $<
+	$(call UV_INSTALL,$(MLFLOW_VENV)) --require-hashes --requirement $<
 	touch $@
 
 mlflow-server: $(MLFLOW_INSTALLED)

@@ -117,6 +117,7 @@ LOCKS = {
         Lock("sbom.txt", f"{REQUIREMENTS}/sbom.in", in_image=True),
         Lock("checkov.txt", f"{REQUIREMENTS}/checkov.in"),
         Lock("mlflow.txt", f"{REQUIREMENTS}/mlflow.in"),
+        Lock("uv.txt", f"{REQUIREMENTS}/uv.in"),
     ]
 }
 

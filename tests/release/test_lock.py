@@ -147,17 +147,37 @@ def make_dry_run(*arguments: str) -> list[str]:
     return done.stdout.replace("\\\n", " ").splitlines()
 
 
-def test_the_venv_installs_the_dev_lock_with_hashes_and_the_project_alone() -> None:
-    installs = [
+def installs(target: str) -> list[list[str]]:
+    """The arguments of each install make would run to build target."""
+    return [
         shlex.split(command)
-        for command in make_dry_run("venv")
+        for command in make_dry_run(target)
         if "pip install" in command
     ]
+
+
+# pip installs uv from its lock; uv installs every venv from its lock, into that
+# venv's own Python.
+UV_FROM_ITS_LOCK = [
+    ".venv-uv/bin/pip", "install", "--quiet",
+    "--require-hashes", "--requirement", "requirements/uv.txt",
+]  # fmt: skip
+
+
+def uv_install(venv: str, *arguments: str) -> list[str]:
+    return [
+        ".venv-uv/bin/uv", "pip", "install", "--quiet", "--native-tls",
+        "--python", f"{venv}/bin/python", *arguments,
+    ]  # fmt: skip
+
+
+def test_the_venv_installs_the_dev_lock_with_hashes_and_the_project_alone() -> None:
     dev_lock = ["--require-hashes", "--requirement", "requirements/dev.txt"]
     project = ["--no-deps", "--no-build-isolation", "--editable", "."]
-    assert [arguments[1:] for arguments in installs] == [
-        ["install", "--quiet", *dev_lock],
-        ["install", "--quiet", *project],
+    assert installs("venv") == [
+        UV_FROM_ITS_LOCK,
+        uv_install(".venv", *dev_lock),
+        uv_install(".venv", *project),
     ]
 
 
@@ -166,14 +186,10 @@ def test_the_venv_installs_the_dev_lock_with_hashes_and_the_project_alone() -> N
     [(".venv-checkov", "checkov.txt"), (".venv-mlflow", "mlflow.txt")],
 )
 def test_a_tool_venv_installs_its_lock_with_hashes(venv: str, lock_name: str) -> None:
-    installs = [
-        shlex.split(command)
-        for command in make_dry_run(f"{venv}/.installed")
-        if "pip install" in command
-    ]
     lock = LOCKS[lock_name].relative_path
-    assert [arguments[1:] for arguments in installs] == [
-        ["install", "--quiet", "--require-hashes", "--requirement", lock]
+    assert installs(f"{venv}/.installed") == [
+        UV_FROM_ITS_LOCK,
+        uv_install(venv, "--require-hashes", "--requirement", lock),
     ]
 
 
