@@ -167,7 +167,7 @@ UV_FROM_ITS_LOCK = [
 def uv_install(venv: str, *arguments: str) -> list[str]:
     return [
         ".venv-uv/bin/uv", "pip", "install", "--quiet", "--native-tls",
-        "--python", f"{venv}/bin/python", *arguments,
+        "--compile-bytecode", "--python", f"{venv}/bin/python", *arguments,
     ]  # fmt: skip
 
 
