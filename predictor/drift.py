@@ -139,11 +139,16 @@ class DriftWindow(Collector):
             self._write(rows, labels)
 
     def _write_pending(self) -> None:
+        if self._reference is None:
+            # No scores (the window is off, or the model has no reference): what
+            # was put aside is dropped without being joined.
+            self._pending.take()
+            return
         columns = self._rows.shape[1]
         joined = self._pending.take_joined(
             lambda rows, _labels: rows.shape[1] == columns
         )
-        if joined is not None and self._reference is not None:
+        if joined is not None:
             self._write(*joined)
 
     def _write(self, rows: NDArray[np.float64], labels: NDArray[np.int64]) -> None:
