@@ -1,7 +1,8 @@
 """The floor: what any server keeping KServe's ``Model.__call__`` pays for a 1-row
 prediction. A bare ASGI app under uvicorn, as the ceiling, that answers every POST
 with the predictor's own v1 answer (``predictor.v1_predict``: orjson, then
-``IrisModel`` through ``Model.__call__``, with KServe's three histograms, our checks,
+``IrisModel`` through ``Model.__call__``, with KServe's three histograms (their
+children looked up once, as the predictor does), our checks,
 grid and per-row statistics); nothing else: no guard, no limits, no HTTP metrics, no
 other route.
 
@@ -16,6 +17,7 @@ import gc
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from predictor.internals import cache_step_histogram_children
 from predictor.model import IrisModel
 from predictor.v1_predict import answer_v1_predict, send_json
 from predictor.watcher import ModelWatcher
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--http_port", type=int, required=True)
     parser.add_argument("--model_uri", required=True)
     args, _ = parser.parse_known_args()
+    cache_step_histogram_children()
     ModelWatcher(open_store(args.model_uri), MODEL, 60, "grid").check()
     if not MODEL.ready:
         raise SystemExit(f"no model could be served from {args.model_uri}")

@@ -16,6 +16,12 @@ once, loudly, rather than quietly serving without a guarantee:
   flag came with kserve/kserve#4971, for kserve/kserve#4931's throughput). An event
   loop policy makes ``asyncio.run``'s loop the one the config names (this
   predictor's default is asyncio: ``predictor/settings.py`` says why).
+- ``RESTServer.start`` serves by its uvicorn ``Server``'s ``_server.serve()``; the
+  socket is bound here and handed to it through several descriptors, so that uvloop
+  accepts more than one connection per loop iteration.
+- KServe's ``Model.__call__`` times its steps into histograms it reads from
+  ``kserve.model``'s globals (``KSERVE_STEP_HISTOGRAMS``); each is replaced by one
+  whose ``labels()`` is a dictionary lookup.
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -47,7 +54,10 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from kserve import model as kserve_model
+from kserve.model import Model
 from kserve.protocol.rest import server as kserve_rest
+from prometheus_client import Histogram
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp
 from uvicorn.importer import import_from_string
@@ -164,6 +174,95 @@ def require_configured_loop(policy: ConfiguredLoopPolicy) -> None:
         policy.made is not None and asyncio.get_running_loop() is policy.made,
         "kserve's ModelServer.start serves in a loop made by asyncio's policy",
     )
+
+
+def accept_on_listeners(rest_server: object, listeners: int) -> None:
+    """Have uvicorn serve one bound socket through ``listeners`` descriptors of it.
+
+    libuv, under uvloop, accepts one connection each time a listening descriptor is
+    readable (libuv/libuv#3696), so a burst of new connections waits in the kernel's
+    accept queue, where load shedding cannot see it. Each ``dup`` of the socket is
+    watched on its own (epoll(7): a duplicate descriptor is a separate interest), so
+    each loop iteration accepts up to ``listeners``. The port is bound once, by
+    uvicorn's ``Config.bind_socket``: a port in use still fails the start.
+    """
+    server = getattr(rest_server, "_server", None)
+    require(
+        isinstance(server, uvicorn.Server)
+        and {"_server", "serve"} <= set(kserve_rest.RESTServer.start.__code__.co_names),
+        "kserve's RESTServer.start serves with its uvicorn Server _server.serve()",
+    )
+    config = _unloaded_config(rest_server)
+    serve = server.serve  # type: ignore[union-attr]
+
+    async def serve_on_listeners(sockets: list[socket.socket] | None = None) -> None:
+        require(sockets is None, "kserve's RESTServer.start passes no sockets")
+        bound = config.bind_socket()
+        await serve(sockets=[bound, *(bound.dup() for _ in range(listeners - 1))])
+
+    server.serve = serve_on_listeners  # type: ignore[union-attr]
+
+
+# The histograms KServe's Model.__call__ times each step into.
+KSERVE_STEP_HISTOGRAMS = (
+    "PRE_HIST_TIME",
+    "PREDICT_HIST_TIME",
+    "POST_HIST_TIME",
+    "EXPLAIN_HIST_TIME",
+)
+
+
+class ChildPerLabels:
+    """A labelled metric whose ``labels()`` looks up each child once.
+
+    prometheus_client's ``labels()`` checks its arguments, turns them into strings
+    and takes a lock on every call: three times per request in KServe's
+    ``Model.__call__``. The child is the one ``labels()`` returns, the metric is
+    the one registered: what is exported is unchanged.
+    """
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: Histogram) -> None:
+        self.metric = metric
+        self._children: dict[tuple[tuple[str, str], ...], Histogram] = {}
+
+    def labels(self, **labels: str) -> Histogram:
+        key = tuple(labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.metric.labels(**labels)
+        return child
+
+    def remove(self, *values: str) -> None:
+        self._children.clear()
+        self.metric.remove(*values)
+
+    def clear(self) -> None:
+        self._children.clear()
+        self.metric.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.metric, name)
+
+
+def cache_step_histogram_children() -> None:
+    """Have KServe's ``Model.__call__`` time its steps through ``ChildPerLabels``."""
+    require(
+        set(KSERVE_STEP_HISTOGRAMS) <= set(Model.__call__.__code__.co_names),
+        "kserve's Model.__call__ reads "
+        + ", ".join(KSERVE_STEP_HISTOGRAMS)
+        + " from kserve.model's globals",
+    )
+    for name in KSERVE_STEP_HISTOGRAMS:
+        metric = getattr(kserve_model, name, None)
+        if isinstance(metric, ChildPerLabels):
+            continue
+        require(
+            isinstance(metric, Histogram),
+            f"kserve.model.{name} is a prometheus_client Histogram",
+        )
+        setattr(kserve_model, name, ChildPerLabels(metric))  # type: ignore[arg-type]
 
 
 def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:

@@ -95,14 +95,11 @@ def parse_settings(
         description="Serve the published model with KServe's ModelServer.",
     )
     # This predictor's defaults for KServe flags: the model is "iris", gRPC is off
-    # unless asked for, no per-request latency log line, and asyncio's event loop:
-    # libuv, under uvloop, accepts one connection per loop iteration
-    # (libuv/libuv#3696), so under CPU overload new connections wait in the kernel,
-    # out of reach of load shedding, where asyncio accepts them all at once.
+    # unless asked for, and no per-request latency log line. The event loop stays
+    # KServe's "auto": uvloop, which the image installs.
     parser.set_defaults(
         model_name="iris",
         enable_grpc=False,
         enable_latency_logging=False,
-        event_loop="asyncio",
     )
     return parse_cli(PredictorSettings, parser, argv)

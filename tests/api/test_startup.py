@@ -4,7 +4,10 @@ says 503 until a model loads."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -113,12 +116,29 @@ def test_a_blackholed_store_delays_readiness_not_the_port(
 def test_the_server_runs_on_the_event_loop_kserves_flag_names(
     predictor: PredictorProcess, published_default: Path, start_predictor: Any
 ) -> None:
-    # asyncio's by default: it accepts a burst of connections at once, for shedding.
+    # KServe's "auto" by default: uvloop, which is installed.
     assert predictor.predict([[6.8, 2.8, 4.8, 1.4]]) == (200, {"predictions": [1]})
-    assert not any("/uvloop/" in path for path in predictor.mapped_files())
+    assert any("/uvloop/" in path for path in predictor.mapped_files())
     chosen = start_predictor(
-        "--model_uri", str(published_default), "--event-loop", "uvloop"
+        "--model_uri", str(published_default), "--event-loop", "asyncio"
     )
     chosen.wait_until("/v1/models/iris", 200)
     assert chosen.predict([[6.8, 2.8, 4.8, 1.4]]) == (200, {"predictions": [1]})
-    assert any("/uvloop/" in path for path in chosen.mapped_files())
+    assert not any("/uvloop/" in path for path in chosen.mapped_files())
+
+
+def test_a_port_in_use_fails_the_start(published_default: Path) -> None:
+    # The port is bound once, without SO_REUSEPORT: a second server cannot share it.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "predictor", "--http_port", str(port)]
+        started = subprocess.run(
+            [*command, "--model_uri", str(published_default)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert started.returncode != 0
+    assert "Address already in use" in started.stdout + started.stderr

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from kserve import metrics as kserve_metrics
+from kserve import model as kserve_model
+from kserve.model import Model
 from kserve.protocol.rest.server import TimingMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from predictor.internals import (
+    KSERVE_STEP_HISTOGRAMS,
     BrokenAssumptionError,
+    ChildPerLabels,
     ConnectionLimits,
+    accept_on_listeners,
+    cache_step_histogram_children,
     drop_request_timing,
     require_configured_loop,
     require_routes_first,
@@ -122,3 +130,64 @@ def test_a_server_not_run_in_the_loop_the_policy_made_fails_the_check() -> None:
         asyncio.set_event_loop_policy(previous)
     with pytest.raises(BrokenAssumptionError, match="_rest_server"):
         run_on_configured_loop(object())
+
+
+def test_a_rest_server_without_a_uvicorn_server_fails_the_check() -> None:
+    class RestServer:
+        config = uvicorn.Config(FastAPI())
+
+    with pytest.raises(BrokenAssumptionError, match=r"_server\.serve"):
+        accept_on_listeners(RestServer(), 4)
+
+
+def test_the_bound_socket_is_served_through_as_many_descriptors_as_listeners() -> None:
+    served: list[list[socket.socket]] = []
+
+    class Server(uvicorn.Server):
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            assert sockets is not None
+            served.append(sockets)
+
+    class RestServer:
+        config = uvicorn.Config(FastAPI(), host="127.0.0.1", port=0)
+        _server = Server(config)
+
+    rest = RestServer()
+    accept_on_listeners(rest, 4)
+    asyncio.run(rest._server.serve())
+    [sockets] = served
+    try:
+        assert len({sock.fileno() for sock in sockets}) == 4
+        # One socket, bound once: every descriptor has the same address.
+        assert len({sock.getsockname() for sock in sockets}) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    with pytest.raises(BrokenAssumptionError, match="passes no sockets"):
+        asyncio.run(rest._server.serve(sockets=[]))
+
+
+def test_kserves_step_histograms_look_up_each_child_once() -> None:
+    cache_step_histogram_children()
+    cache_step_histogram_children()
+    for name in KSERVE_STEP_HISTOGRAMS:
+        cached = getattr(kserve_model, name)
+        assert isinstance(cached, ChildPerLabels)
+        assert cached.metric is getattr(kserve_metrics, name)
+        child = cached.labels(model_name="a-model")
+        assert child is cached.labels(model_name="a-model")
+        assert child is cached.metric.labels(model_name="a-model")
+        cached.remove("a-model")
+        assert cached.labels(model_name="a-model") is not child
+
+
+def test_a_kserve_whose_model_call_reads_other_histograms_fails_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def call(self: Model, body: object) -> object:
+        """What an upgrade that timed its steps otherwise might have."""
+        return body
+
+    monkeypatch.setattr(Model, "__call__", call)
+    with pytest.raises(BrokenAssumptionError, match="PRE_HIST_TIME"):
+        cache_step_histogram_children()
