@@ -57,7 +57,7 @@ MAX_PIPELINED = 16
 # Connections one event loop iteration may accept under uvloop: one per descriptor
 # of the bound socket (internals.accept_on_listeners). As many as the default
 # max_in_flight, so that a burst past it is seen, and shed, in one iteration
-# (bench.overload: with 16, accepted requests' p99 was 6 times longer).
+# (bench.overload: with 16, accepted requests' p99 was 6 to 15 times longer).
 LISTENERS = 64
 CLIENT_ERRORS = (InvalidInput, ModelNotFound, ModelNotReady, BadBody)
 
