@@ -244,6 +244,12 @@ def test_each_replica_predicts(replicas: list[Replica]) -> None:
         ), replica.container.name
 
 
+def test_each_replica_serves_on_uvloop(replicas: list[Replica]) -> None:
+    # KServe's default loop, which the runtime lock installs (see predictor/server.py).
+    for replica in replicas:
+        assert "event_loop=uvloop.Loop" in replica.container.logs()
+
+
 def test_each_replica_is_alive_and_exports_metrics(
     replicas: list[Replica], published: Published
 ) -> None:
