@@ -15,7 +15,7 @@ once, loudly, rather than quietly serving without a guarantee:
   ``ModelServer.start`` serves with ``asyncio.run``, which makes asyncio's own (the
   flag came with kserve/kserve#4971, for kserve/kserve#4931's throughput). An event
   loop policy makes ``asyncio.run``'s loop the one the config names (this
-  predictor's default is asyncio: ``predictor/settings.py`` says why).
+  predictor keeps KServe's default).
 - ``RESTServer.start`` serves by its uvicorn ``Server``'s ``_server.serve()``; the
   socket is bound here and handed to it through several descriptors, so that uvloop
   accepts more than one connection per loop iteration.
@@ -225,13 +225,13 @@ class ChildPerLabels:
 
     def __init__(self, metric: Histogram) -> None:
         self.metric = metric
-        self._children: dict[tuple[tuple[str, str], ...], Histogram] = {}
+        self._children: dict[tuple[object, ...], Histogram] = {}
 
-    def labels(self, **labels: str) -> Histogram:
-        key = tuple(labels.items())
+    def labels(self, *values: str, **labels: str) -> Histogram:
+        key = (values, *labels.items())
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.metric.labels(**labels)
+            child = self._children[key] = self.metric.labels(*values, **labels)
         return child
 
     def remove(self, *values: str) -> None:

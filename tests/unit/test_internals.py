@@ -177,6 +177,7 @@ def test_kserves_step_histograms_look_up_each_child_once() -> None:
         child = cached.labels(model_name="a-model")
         assert child is cached.labels(model_name="a-model")
         assert child is cached.metric.labels(model_name="a-model")
+        assert cached.labels("a-model") is child
         cached.remove("a-model")
         assert cached.labels(model_name="a-model") is not child
 
