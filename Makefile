@@ -58,6 +58,14 @@ $(INSTALLED): requirements/dev.txt pyproject.toml | $(UV)
 
 venv: $(INSTALLED)
 
+# A tool's venv of its own, made afresh in the target's directory from its lock ($<).
+define TOOL_VENV
+rm -rf $(@D)
+$(PYTHON) -m venv $(@D)
+$(call UV_INSTALL,$(@D)) --require-hashes --requirement $<
+touch $@
+endef
+
 # Keeps every pin that still fits pyproject.toml; UV_FLAGS='--upgrade-package NAME'
 # moves one, UV_FLAGS=--upgrade moves all.
 lock: $(UV)
@@ -96,10 +104,7 @@ $(HELM): tests/chart/helm_binary.py | $(INSTALLED)
 	$(BIN)/python -m tests.chart.helm_binary $@
 
 $(CHECKOV_INSTALLED): requirements/checkov.txt | $(UV)
-	rm -rf $(CHECKOV_VENV)
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(call UV_INSTALL,$(CHECKOV_VENV)) --require-hashes --requirement $<
-	touch $@
+	$(TOOL_VENV)
 
 chart-tools: $(HELM) $(CHECKOV_INSTALLED)
 
@@ -110,10 +115,7 @@ MLFLOW_VENV := .venv-mlflow
 MLFLOW_INSTALLED := $(MLFLOW_VENV)/.installed
 
 $(MLFLOW_INSTALLED): requirements/mlflow.txt | $(UV)
-	rm -rf $(MLFLOW_VENV)
-	$(PYTHON) -m venv $(MLFLOW_VENV)
-	$(call UV_INSTALL,$(MLFLOW_VENV)) --require-hashes --requirement $<
-	touch $@
+	$(TOOL_VENV)
 
 mlflow-server: $(MLFLOW_INSTALLED)
 
