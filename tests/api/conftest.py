@@ -26,6 +26,19 @@ from training.train import TrainedModel, train
 JSON = {"Content-Type": "application/json"}
 
 
+def predictor_command(port: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "predictor", "--http_port", str(port), *args]
+
+
+def predictor_environment() -> dict[str, str]:
+    """This process's environment without its IRIS_ settings."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
+    # Every stop() would otherwise wait out the 3 s default drain; tests of the
+    # drain pass --drain_seconds, which wins over this variable.
+    environment["IRIS_DRAIN_SECONDS"] = "0"
+    return environment
+
+
 class PredictorProcess:
     """``python -m predictor`` started as a Deployment's container would start it;
     with ``with_grpc``, its gRPC v2 port open too and a stub to call it."""
@@ -42,14 +55,10 @@ class PredictorProcess:
         self.log_path = log_path
         if self.grpc_port is not None:
             args = (*args, "--enable_grpc", "true", "--grpc_port", str(self.grpc_port))
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
-        # Every stop() would otherwise wait out the 3 s default drain; tests of the
-        # drain pass --drain_seconds, which wins over this variable.
-        environment["IRIS_DRAIN_SECONDS"] = "0"
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "predictor", "--http_port", str(self.port), *args],
-            env={**environment, **(env or {})},
+            predictor_command(self.port, *args),
+            env={**predictor_environment(), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -4,17 +4,19 @@ says 503 until a model loads."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import PredictorProcess
+from tests.api.conftest import (
+    PredictorProcess,
+    predictor_command,
+    predictor_environment,
+)
 from tests.conftest import S3Server
 from training.store import open_store
 from training.train import TrainedModel
@@ -129,13 +131,11 @@ def test_the_server_runs_on_the_event_loop_kserves_flag_names(
 
 def test_a_port_in_use_fails_the_start(published_default: Path) -> None:
     # The port is bound once, without SO_REUSEPORT: a second server cannot share it.
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        command = [sys.executable, "-m", "predictor", "--http_port", str(port)]
         started = subprocess.run(
-            [*command, "--model_uri", str(published_default)],
-            env=environment,
+            predictor_command(port, "--model_uri", str(published_default)),
+            env=predictor_environment(),
             capture_output=True,
             text=True,
             timeout=60,
