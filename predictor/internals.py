@@ -389,25 +389,24 @@ class ResponseTransport:
     so it is not wrapped; a chunked one's head goes out at once, as before.
     """
 
-    __slots__ = ("_cycle", "_head", "_held", "_transport")
+    __slots__ = ("_cycle", "_head", "_transport")
 
     def __init__(self, cycle: RequestResponseCycle, transport: asyncio.Transport):
-        self._cycle = cycle
+        # Kept until the head is written: the cycle refers to this transport, and a
+        # cycle of references would leave the request's objects to the collector.
+        self._cycle: RequestResponseCycle | None = cycle
         self._transport = transport
         self._head: bytes | None = None
-        self._held = False
 
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        elif (
-            not self._held
-            and self._cycle.response_started
-            and self._cycle.chunked_encoding is False
-        ):
+        elif self._cycle is not None and self._cycle.response_started:
             # The first write of a started response is its head.
-            self._head, self._held = data, True
-            return
+            cycle, self._cycle = self._cycle, None
+            if cycle.chunked_encoding is False:
+                self._head = data
+                return
         self._transport.write(data)
 
     def close(self) -> None:
