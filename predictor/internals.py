@@ -28,7 +28,8 @@ once, loudly, rather than quietly serving without a guarantee:
 - Starlette matches routes in registration order: this predictor's routes
   (``predictor.routes.OWN_ENDPOINTS``) must sit ahead of KServe's for the same paths.
 - uvicorn's ``HttpToolsProtocol`` keeps pipelined requests in ``self.pipeline`` and
-  reads through ``self.flow``; ``LimitedHttpToolsProtocol`` bounds both.
+  reads through ``self.flow``, and adds each header of the request being parsed to
+  ``self.headers``; ``LimitedHttpToolsProtocol`` bounds all three.
 - It starts every parsed request's task in ``_start_asgi_task(cycle, app)``, one at a
   time per connection: a pipelined one from ``on_response_complete`` of the one
   before. ``LimitedHttpToolsProtocol`` counts, server-wide, the connections whose
@@ -497,22 +498,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                         f"{self.limits.max_header_bytes} bytes"
                     )
                     return
+                if len(self.headers) > self.limits.max_headers:
+                    self._refuse_headers(self._too_many_headers())
+                    return
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
+    def _too_many_headers(self) -> str:
+        return f"request has more than the limit of {self.limits.max_headers} headers"
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            self._refusal = (
-                f"request has more than the limit of {self.limits.max_headers} headers"
-            )
-            # httptools turns this into an HttpParserError: uvicorn's 400 path.
-            raise ValueError(self._refusal)
-        super().on_header(name, value)
+    # Headers are counted in self.headers, which uvicorn's on_header appends to, when
+    # a piece has been parsed or they end: bounded by what one piece holds, and
+    # without a Python call of ours for each header.
 
     def on_headers_complete(self) -> None:
+        if len(self.headers) > self.limits.max_headers:
+            self._refusal = self._too_many_headers()
+            # httptools turns this into an HttpParserError: uvicorn's 400 path.
+            raise ValueError(self._refusal)
         self._in_headers = False
         self._headers_ended = True
         self._header_bytes = 0
