@@ -110,7 +110,10 @@ class IrisModel(Model):
             raise self.not_ready()
         return serving
 
-    async def preprocess(
+    # preprocess, predict and postprocess are plain functions: Model.__call__ calls
+    # them directly, where a coroutine would be created and awaited for each.
+
+    def preprocess(
         self,
         payload: dict[str, Any] | InferRequest,
         headers: dict[str, str] | None = None,
@@ -165,6 +168,14 @@ class IrisModel(Model):
             model_version=version,
             infer_outputs=[tensors[name] for name in request.outputs],
         )
+
+    def postprocess(
+        self,
+        result: dict[str, Any] | InferResponse,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any] | InferResponse:
+        return result
 
     def get_input_types(self) -> list[dict[str, Any]]:
         features = len(self._current().metadata.features)
