@@ -17,7 +17,7 @@ import gc
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from predictor.internals import cache_step_histogram_children
+from predictor.internals import batch_step_histograms
 from predictor.model import IrisModel
 from predictor.v1_predict import answer_v1_predict, send_json
 from predictor.watcher import ModelWatcher
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--http_port", type=int, required=True)
     parser.add_argument("--model_uri", required=True)
     args, _ = parser.parse_known_args()
-    cache_step_histogram_children()
+    batch_step_histograms()
     ModelWatcher(open_store(args.model_uri), MODEL, 60, "grid").check()
     if not MODEL.ready:
         raise SystemExit(f"no model could be served from {args.model_uri}")

@@ -47,7 +47,7 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 from kserve.utils.utils import to_headers
 
 from predictor.inputs import V2_DATATYPES, decoding
-from predictor.metrics import GRPC_DURATION, GRPC_REQUESTS
+from predictor.metrics import GRPC_TIMINGS
 from predictor.model import IrisModel
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,7 @@ class CallMetrics(aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                GRPC_REQUESTS.labels(method, code.name).inc()
-                GRPC_DURATION.labels(method).observe(time.perf_counter() - started)
+                GRPC_TIMINGS.observe(method, code.name, time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             counted,

@@ -34,11 +34,10 @@ import logging
 import time
 
 import orjson
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from predictor.internals import REQUESTS_AHEAD
-from predictor.metrics import HTTP_DURATION, HTTP_REQUESTS
+from predictor.metrics import HTTP_TIMINGS
 from predictor.model import IrisModel
 from predictor.routes import V1_PREDICT, V2_INFER, RouteLabel, label_of, route_of
 from predictor.v1_predict import answer_v1_predict, send_json
@@ -161,9 +160,6 @@ class RequestGuard:
         self._shed_body: Message = {"type": "http.response.body", "body": shed_body}
         self.v1_predict_path = f"/v1/models/{model.name}:predict"
         self._deadlines = _BodyDeadlines(body_timeout_seconds)
-        # Each series' child, looked up once rather than by labels() per request.
-        self._requests: dict[tuple[str, int], Counter] = {}
-        self._durations: dict[str, Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,7 +186,9 @@ class RequestGuard:
                     send, response, 500, "internal error; see the server log"
                 )
         finally:
-            self._count(label.name, response.status, time.perf_counter() - started)
+            HTTP_TIMINGS.observe(
+                label.name, str(response.status), time.perf_counter() - started
+            )
 
     async def _answer(
         self,
@@ -256,17 +254,6 @@ class RequestGuard:
                 raise response.failure
         finally:
             self.in_flight -= inference
-
-    def _count(self, route: str, status: int, seconds: float) -> None:
-        requests = self._requests.get((route, status))
-        if requests is None:
-            requests = HTTP_REQUESTS.labels(route, str(status))
-            self._requests[route, status] = requests
-        requests.inc()
-        duration = self._durations.get(route)
-        if duration is None:
-            duration = self._durations[route] = HTTP_DURATION.labels(route)
-        duration.observe(seconds)
 
     def _refusal(
         self, method: str, label: RouteLabel, headers: dict[bytes, bytes]

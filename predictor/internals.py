@@ -19,9 +19,11 @@ once, loudly, rather than quietly serving without a guarantee:
 - ``RESTServer.start`` serves by its uvicorn ``Server``'s ``_server.serve()``; the
   socket is bound here and handed to it through several descriptors, so that uvloop
   accepts more than one connection per loop iteration.
-- KServe's ``Model.__call__`` times its steps into histograms it reads from
-  ``kserve.model``'s globals (``KSERVE_STEP_HISTOGRAMS``); each is replaced by one
-  whose ``labels()`` is a dictionary lookup.
+- KServe's ``Model.__call__`` times its steps into prometheus_client histograms it
+  reads from ``kserve.model``'s globals (``KSERVE_STEP_HISTOGRAMS``), which keeps
+  their label names and upper bounds in ``_labelnames`` and ``_upper_bounds``; each
+  is replaced, in both modules and in the registry, by a ``BatchedHistogram``
+  exported the same.
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -55,10 +58,11 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from kserve import metrics as kserve_metrics
 from kserve import model as kserve_model
 from kserve.model import Model
 from kserve.protocol.rest import server as kserve_rest
-from prometheus_client import Histogram
+from prometheus_client import REGISTRY, Histogram
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp
 from uvicorn.importer import import_from_string
@@ -68,6 +72,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from predictor.metrics import BatchedHistogram
 from predictor.routes import ENDPOINTS
 
 WRITTEN_AGAINST = {
@@ -213,42 +218,12 @@ KSERVE_STEP_HISTOGRAMS = (
 )
 
 
-class ChildPerLabels:
-    """A labelled metric whose ``labels()`` looks up each child once.
+def batch_step_histograms() -> None:
+    """Have KServe's ``Model.__call__`` time its steps into ``BatchedHistogram``s.
 
-    prometheus_client's ``labels()`` checks its arguments, turns them into strings
-    and takes a lock on every call: three times per request in KServe's
-    ``Model.__call__``. The child is the one ``labels()`` returns, the metric is
-    the one registered: what is exported is unchanged.
+    Each is exported in place of KServe's histogram of the same name, labels and
+    buckets, which nothing else observes.
     """
-
-    __slots__ = ("_children", "metric")
-
-    def __init__(self, metric: Histogram) -> None:
-        self.metric = metric
-        self._children: dict[tuple[object, ...], Histogram] = {}
-
-    def labels(self, *values: str, **labels: str) -> Histogram:
-        key = (values, *labels.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.metric.labels(*values, **labels)
-        return child
-
-    def remove(self, *values: str) -> None:
-        self._children.clear()
-        self.metric.remove(*values)
-
-    def clear(self) -> None:
-        self._children.clear()
-        self.metric.clear()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.metric, name)
-
-
-def cache_step_histogram_children() -> None:
-    """Have KServe's ``Model.__call__`` time its steps through ``ChildPerLabels``."""
     require(
         set(KSERVE_STEP_HISTOGRAMS) <= set(Model.__call__.__code__.co_names),
         "kserve's Model.__call__ reads "
@@ -257,13 +232,28 @@ def cache_step_histogram_children() -> None:
     )
     for name in KSERVE_STEP_HISTOGRAMS:
         metric = getattr(kserve_model, name, None)
-        if isinstance(metric, ChildPerLabels):
+        if isinstance(metric, BatchedHistogram):
             continue
-        require(
-            isinstance(metric, Histogram),
-            f"kserve.model.{name} is a prometheus_client Histogram",
+        histogram = f"kserve.model.{name} is kserve.metrics' prometheus Histogram"
+        if not isinstance(metric, Histogram):
+            raise BrokenAssumptionError(histogram)
+        require(metric is getattr(kserve_metrics, name, None), histogram)
+        edges = list(getattr(metric, "_upper_bounds", []))
+        labelnames = getattr(metric, "_labelnames", None)
+        if edges[-1:] != [math.inf] or not isinstance(labelnames, tuple):
+            raise BrokenAssumptionError(
+                f"prometheus_client keeps {name}'s upper bounds and label names"
+            )
+        # Only at start, before anything has been observed into it.
+        require(not getattr(metric, "_metrics", True), f"{name} has no series yet")
+        (described,) = metric.describe()
+        batched = BatchedHistogram(
+            described.name, described.documentation, labelnames, edges[:-1]
         )
-        setattr(kserve_model, name, ChildPerLabels(metric))  # type: ignore[arg-type]
+        REGISTRY.unregister(metric)
+        REGISTRY.register(batched)
+        setattr(kserve_model, name, batched)
+        setattr(kserve_metrics, name, batched)
 
 
 def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:
@@ -428,8 +418,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with limits on what one connection can queue.
 
     - Headers: more than ``max_header_bytes`` before the end of a request's headers,
-      or more than ``max_headers`` of them, get 431 and the connection closed, as
-      soon as the limit is passed, not after httptools has buffered them whole.
+      or more than ``max_headers`` of them, get 431 and the connection closed once
+      the piece of at most FEED_BYTES in which the limit was passed is parsed, not
+      after httptools has parsed them whole.
     - Pipelining: at most ``max_pipelined`` requests are queued; the rest of what was
       read stays unparsed, and nothing more is read, until the queue drains.
     - Each request's scope carries ``REQUESTS_AHEAD``: how many requests, on every
@@ -447,9 +438,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unparsed = b""
+        # The headers of the request being parsed, as uvicorn's on_message_begin
+        # starts them; none before the first request.
+        self.headers = []
         self._in_headers = True
         self._header_bytes = 0
-        self._header_count = 0
         self._headers_ended = False
         self._refusal: str | None = None
         self._answering = False

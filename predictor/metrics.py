@@ -7,13 +7,19 @@ prediction itself. Small batches are only put aside by the request and counted a
 few hundred at a time, as a few NumPy calls for one row cost more than the rest of
 the bookkeeping. Their labels (classes, features) and the feature buckets follow
 the served model's schema; metric names stay as dashboards know them.
+
+Request durations are counted the same way (``Durations``): KServe's step histograms
+(``BatchedHistogram``, put in place of KServe's own by ``predictor.internals``) and
+the HTTP and gRPC request metrics (``RequestTimings``). Each is exported exactly as
+prometheus_client's Counter and Histogram of the same name would be.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,12 +28,12 @@ from prometheus_client import (
     REGISTRY,
     Counter,
     Gauge,
-    Histogram,
     Info,
     disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from training.store import ModelMetadata
 
@@ -77,31 +83,10 @@ MODEL_RELOADS = Counter(
     "Attempts to load a newly published version, by result.",
     ["model_name", "result"],
 )
-HTTP_REQUESTS = Counter(
-    "iris_http_requests",
-    "HTTP requests answered, by route and status code.",
-    ["route", "code"],
-)
-HTTP_DURATION = Histogram(
-    "iris_http_request_duration_seconds",
-    "Time from request to the end of the response, by route.",
-    ["route"],
-    buckets=LATENCY_BUCKETS,
-)
+# Durations put aside by one series before they are counted (and at every scrape).
+PENDING_DURATIONS = 4096
 
-GRPC_REQUESTS = Counter(
-    "iris_grpc_requests",
-    "gRPC calls answered, by method and status code.",
-    ["method", "code"],
-)
-GRPC_DURATION = Histogram(
-    "iris_grpc_request_duration_seconds",
-    "Time from call to answer, by gRPC method.",
-    ["method"],
-    buckets=LATENCY_BUCKETS,
-)
-
-
+_T = TypeVar("_T")
 _Pending = TypeVar("_Pending", bound=tuple[NDArray[Any], ...])
 # Rows, predicted labels and their confidence, as one request's batch.
 _Batch = tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]
@@ -160,19 +145,23 @@ def feature_edges(metadata: ModelMetadata) -> NDArray[np.float64]:
     return np.array(edges, dtype=np.float64)
 
 
-class PendingBatches(list[_Pending]):
-    """Small batches put aside by request handlers, to be counted in bulk later.
+class Pending(list[_T]):
+    """Values put aside by request handlers, to be counted in bulk later.
 
     Handlers only append, which is atomic, so they need no lock; whoever counts
-    (under its own lock) takes the batches it has seen, from the front, and
+    (under its own lock) takes the values it has seen, from the front, and
     leaves any appended meanwhile for the next count.
     """
 
-    def take(self) -> list[_Pending]:
+    def take(self) -> list[_T]:
         taken = len(self)
-        batches = self[:taken]
+        values = self[:taken]
         del self[:taken]
-        return batches
+        return values
+
+
+class PendingBatches(Pending[_Pending]):
+    """Small batches, each a tuple of arrays, put aside by request handlers."""
 
     def take_joined(self, fits: Callable[..., bool]) -> tuple[NDArray[Any], ...] | None:
         """Take the batches and join them array by array, keeping those that fit.
@@ -192,6 +181,184 @@ class PendingBatches(list[_Pending]):
         if not kept:
             return None
         return tuple(map(np.concatenate, zip(*kept, strict=True)))
+
+
+class Durations:
+    """One histogram series whose observations are counted in bulk.
+
+    prometheus_client's Histogram takes two locks per observation, and its
+    ``time()`` makes a Timer: for the four histograms a one-row request updates,
+    more than parsing and predicting its row cost (bench/README.md). Here an
+    observation is one list append; the durations put aside are counted when
+    PENDING_DURATIONS wait and at every scrape, and added to the sum in the order
+    they came, as prometheus_client adds them.
+    """
+
+    __slots__ = ("_histogram", "_lock", "_pending")
+
+    def __init__(self, edges: Sequence[float]) -> None:
+        self._lock = threading.Lock()
+        self._pending = Pending[float]()
+        self._histogram = _BatchHistograms(np.array([edges], dtype=np.float64))
+
+    def observe(self, seconds: float) -> None:
+        pending = self._pending
+        pending.append(seconds)
+        if len(pending) >= PENDING_DURATIONS:
+            self.counted()
+
+    def time(self) -> _Timing:
+        """Observe how long a ``with`` block takes."""
+        return _Timing(self)
+
+    def counted(self) -> tuple[NDArray[np.int64], float]:
+        """Each bucket's own count (the last is +Inf's) and the sum, counted so far."""
+        with self._lock:
+            values = self._pending.take()
+            if values:
+                self._histogram.add_row_by_row(np.array(values)[:, np.newaxis])
+            return self._histogram.counts[0].copy(), self._histogram.total(0)
+
+
+class _Timing:
+    __slots__ = ("_durations", "_started")
+
+    def __init__(self, durations: Durations) -> None:
+        self._durations = durations
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self._durations.observe(max(time.perf_counter() - self._started, 0.0))
+
+
+def _le_labels(edges: Sequence[float]) -> list[str]:
+    """The ``le`` of each bucket, as prometheus_client writes it."""
+    return [*map(floatToGoString, edges), "+Inf"]
+
+
+def _cumulative(
+    bounds: Sequence[str], counts: NDArray[np.int64]
+) -> list[tuple[str, float]]:
+    return list(zip(bounds, np.cumsum(counts).astype(float).tolist(), strict=True))
+
+
+class BatchedHistogram(Collector):
+    """A labelled Histogram whose children are ``Durations``.
+
+    ``labels()`` takes label values as prometheus_client's does, and looks each
+    child up once; what ``collect`` yields is what a Histogram of the same name,
+    labels and buckets, observing the same values, yields.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        edges: Sequence[float],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.edges = tuple(edges)
+        self._bounds = _le_labels(self.edges)
+        # By the values of the labels, and by the arguments labels() was called with.
+        self._children: dict[tuple[str, ...], Durations] = {}
+        self._called: dict[tuple[object, ...], Durations] = {}
+
+    def labels(self, *values: str, **labels: str) -> Durations:
+        called = (values, *labels.items())
+        child = self._called.get(called)
+        if child is None:
+            child = self._called.setdefault(called, self._child(values, labels))
+        return child
+
+    def _child(self, values: tuple[str, ...], labels: dict[str, str]) -> Durations:
+        if labels:
+            if values or sorted(labels) != sorted(self.labelnames):
+                raise ValueError(f"{self.name} takes the labels {self.labelnames}")
+            values = tuple(labels[name] for name in self.labelnames)
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes the labels {self.labelnames}")
+        key = tuple(map(str, values))
+        return self._children.setdefault(key, Durations(self.edges))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=list(self.labelnames)
+        )
+        for values, child in list(self._children.items()):
+            counts, total = child.counted()
+            family.add_metric(list(values), _cumulative(self._bounds, counts), total)
+        yield family
+
+
+class RequestTimings(Collector):
+    """Requests answered, by ``label`` and code, and each one's duration.
+
+    Exported as the Counter ``<requests>{label, code}`` and the Histogram
+    ``<durations>{label}`` that prometheus_client would export, but a request is
+    one ``Durations`` observation, of its (label, code) series, instead of an
+    update of each under its locks.
+    """
+
+    def __init__(
+        self,
+        requests: tuple[str, str],
+        durations: tuple[str, str],
+        label: str,
+        edges: Sequence[float],
+    ) -> None:
+        self.requests, self.durations, self.label = requests, durations, label
+        self.edges = tuple(edges)
+        self._bounds = _le_labels(self.edges)
+        self._series: dict[tuple[str, str], Durations] = {}
+
+    def observe(self, value: str, code: str, seconds: float) -> None:
+        series = self._series.get((value, code))
+        if series is None:
+            series = self._series.setdefault((value, code), Durations(self.edges))
+        series.observe(seconds)
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(*self.requests, labels=[self.label, "code"])
+        durations = HistogramMetricFamily(*self.durations, labels=[self.label])
+        merged: dict[str, tuple[NDArray[np.int64], float]] = {}
+        for (value, code), series in list(self._series.items()):
+            counts, total = series.counted()
+            requests.add_metric([value, code], float(counts.sum()))
+            if value in merged:
+                counts, total = counts + merged[value][0], total + merged[value][1]
+            merged[value] = counts, total
+        for value, (counts, total) in merged.items():
+            durations.add_metric([value], _cumulative(self._bounds, counts), total)
+        yield requests
+        yield durations
+
+
+HTTP_TIMINGS = RequestTimings(
+    ("iris_http_requests", "HTTP requests answered, by route and status code."),
+    (
+        "iris_http_request_duration_seconds",
+        "Time from request to the end of the response, by route.",
+    ),
+    "route",
+    LATENCY_BUCKETS,
+)
+GRPC_TIMINGS = RequestTimings(
+    ("iris_grpc_requests", "gRPC calls answered, by method and status code."),
+    (
+        "iris_grpc_request_duration_seconds",
+        "Time from call to answer, by gRPC method.",
+    ),
+    "method",
+    LATENCY_BUCKETS,
+)
+REGISTRY.register(HTTP_TIMINGS)
+REGISTRY.register(GRPC_TIMINGS)
 
 
 class PredictionStats(Collector):

@@ -35,7 +35,7 @@ from predictor.internals import (
     ConnectionLimits,
     SignalHandler,
     accept_on_listeners,
-    cache_step_histogram_children,
+    batch_step_histograms,
     drop_request_timing,
     replace_lifespan,
     require_configured_loop,
@@ -230,7 +230,7 @@ class IrisModelServer(ModelServer):
             ),
         )
         accept_on_listeners(self._rest_server, LISTENERS)
-        cache_step_histogram_children()
+        batch_step_histograms()
         self.loop_policy = run_on_configured_loop(self._rest_server)
         super().setup_event_loop()
 

@@ -14,15 +14,15 @@ from kserve import metrics as kserve_metrics
 from kserve import model as kserve_model
 from kserve.model import Model
 from kserve.protocol.rest.server import TimingMiddleware
+from prometheus_client import REGISTRY, Histogram
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from predictor.internals import (
     KSERVE_STEP_HISTOGRAMS,
     BrokenAssumptionError,
-    ChildPerLabels,
     ConnectionLimits,
     accept_on_listeners,
-    cache_step_histogram_children,
+    batch_step_histograms,
     drop_request_timing,
     require_configured_loop,
     require_routes_first,
@@ -31,6 +31,7 @@ from predictor.internals import (
     use_http_protocol,
     wrap_sigterm,
 )
+from predictor.metrics import BatchedHistogram
 
 LIMITS = ConnectionLimits(max_header_bytes=65536, max_headers=100, max_pipelined=16)
 
@@ -167,19 +168,40 @@ def test_the_bound_socket_is_served_through_as_many_descriptors_as_listeners() -
         asyncio.run(rest._server.serve(sockets=[]))
 
 
-def test_kserves_step_histograms_look_up_each_child_once() -> None:
-    cache_step_histogram_children()
-    cache_step_histogram_children()
+def test_kserves_step_histograms_are_batched_and_exported_in_their_place() -> None:
+    originals = {
+        name: getattr(kserve_metrics, name)
+        for name in KSERVE_STEP_HISTOGRAMS
+        if isinstance(getattr(kserve_metrics, name), Histogram)
+    }
+    batch_step_histograms()
+    batch_step_histograms()
+    collectors = set(REGISTRY._collector_to_names)
     for name in KSERVE_STEP_HISTOGRAMS:
-        cached = getattr(kserve_model, name)
-        assert isinstance(cached, ChildPerLabels)
-        assert cached.metric is getattr(kserve_metrics, name)
-        child = cached.labels(model_name="a-model")
-        assert child is cached.labels(model_name="a-model")
-        assert child is cached.metric.labels(model_name="a-model")
-        assert cached.labels("a-model") is child
-        cached.remove("a-model")
-        assert cached.labels(model_name="a-model") is not child
+        batched = getattr(kserve_model, name)
+        assert isinstance(batched, BatchedHistogram)
+        assert getattr(kserve_metrics, name) is batched
+        assert batched in collectors
+        assert not collectors & {originals.get(name)}
+        child = batched.labels(model_name="a-model")
+        assert batched.labels("a-model") is child
+        child.observe(0.25)
+        assert REGISTRY.get_sample_value(
+            f"{batched.name}_bucket", {"model_name": "a-model", "le": "0.25"}
+        ) == REGISTRY.get_sample_value(
+            f"{batched.name}_count", {"model_name": "a-model"}
+        )
+
+
+def test_a_step_histogram_with_series_already_is_not_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    observed = Histogram("observed_seconds", "observed", ["model_name"], registry=None)
+    observed.labels(model_name="a-model").observe(1)
+    monkeypatch.setattr(kserve_model, "PRE_HIST_TIME", observed)
+    monkeypatch.setattr(kserve_metrics, "PRE_HIST_TIME", observed)
+    with pytest.raises(BrokenAssumptionError, match="PRE_HIST_TIME has no series"):
+        batch_step_histograms()
 
 
 def test_a_kserve_whose_model_call_reads_other_histograms_fails_the_check(
@@ -191,4 +213,4 @@ def test_a_kserve_whose_model_call_reads_other_histograms_fails_the_check(
 
     monkeypatch.setattr(Model, "__call__", call)
     with pytest.raises(BrokenAssumptionError, match="PRE_HIST_TIME"):
-        cache_step_histogram_children()
+        batch_step_histograms()
