@@ -166,7 +166,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        label = label_of(scope["path"])
+        path = scope["path"]
+        label = V1_PREDICT if path == self.v1_predict_path else label_of(path)
         response = _Response()
         try:
             await self._answer(scope, label, response, receive, send)
