@@ -23,7 +23,9 @@ once, loudly, rather than quietly serving without a guarantee:
   reads from ``kserve.model``'s globals (``KSERVE_STEP_HISTOGRAMS``), which keeps
   their label names and upper bounds in ``_labelnames`` and ``_upper_bounds``; each
   is replaced, in both modules and in the registry, by a ``BatchedHistogram``
-  exported the same.
+  exported the same. It also rounds each step's milliseconds with
+  ``kserve.model.get_latency_ms``, for its ``enable_latency_logging`` line only;
+  with that line off, the function is replaced by one that does not round.
 - Starlette's router runs ``router.lifespan_context``; it is replaced.
 - uvicorn installs ``Server.handle_exit`` as the SIGTERM handler while it serves; it
   is wrapped so that readiness drains first.
@@ -254,6 +256,36 @@ def batch_step_histograms() -> None:
         REGISTRY.register(batched)
         setattr(kserve_model, name, batched)
         setattr(kserve_metrics, name, batched)
+
+
+def round_latencies_only_when_logged(logged: bool) -> None:
+    """Unless the latency log line is on, KServe's step latencies go unrounded.
+
+    ``Model.__call__`` turns each step's time into milliseconds with
+    ``get_latency_ms``, which rounds them with ``round(x, 9)``: a tenth of what
+    ``Model.__call__`` costs, for numbers only its ``enable_latency_logging`` line
+    prints. With that line off, the difference is not rounded.
+    """
+    require(
+        {"get_latency_ms", "enable_latency_logging"}
+        <= set(Model.__call__.__code__.co_names),
+        "kserve's Model.__call__ reads get_latency_ms from kserve.model's globals",
+    )
+    current = kserve_model.get_latency_ms
+    require(
+        current in (_KSERVE_GET_LATENCY_MS, _unrounded_latency_ms),
+        "kserve.model.get_latency_ms is KServe's own",
+    )
+    kserve_model.get_latency_ms = (
+        _KSERVE_GET_LATENCY_MS if logged else _unrounded_latency_ms
+    )
+
+
+_KSERVE_GET_LATENCY_MS = kserve_model.get_latency_ms
+
+
+def _unrounded_latency_ms(start: float, end: float) -> float:
+    return (end - start) * 1000
 
 
 def use_http_protocol(rest_server: object, limits: ConnectionLimits) -> None:

@@ -40,6 +40,7 @@ from predictor.internals import (
     replace_lifespan,
     require_configured_loop,
     require_routes_first,
+    round_latencies_only_when_logged,
     run_on_configured_loop,
     serve_wrapped,
     use_http_protocol,
@@ -231,6 +232,7 @@ class IrisModelServer(ModelServer):
         )
         accept_on_listeners(self._rest_server, LISTENERS)
         batch_step_histograms()
+        round_latencies_only_when_logged(self.enable_latency_logging)
         self.loop_policy = run_on_configured_loop(self._rest_server)
         super().setup_event_loop()
 

@@ -26,6 +26,7 @@ from predictor.internals import (
     drop_request_timing,
     require_configured_loop,
     require_routes_first,
+    round_latencies_only_when_logged,
     run_on_configured_loop,
     serve_wrapped,
     use_http_protocol,
@@ -214,3 +215,27 @@ def test_a_kserve_whose_model_call_reads_other_histograms_fails_the_check(
     monkeypatch.setattr(Model, "__call__", call)
     with pytest.raises(BrokenAssumptionError, match="PRE_HIST_TIME"):
         batch_step_histograms()
+
+
+def test_step_latencies_are_rounded_only_for_the_latency_log_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kserve_model, "get_latency_ms", kserve_model.get_latency_ms)
+    start, end = 1.0, 1.000123456789012
+    round_latencies_only_when_logged(logged=False)
+    assert kserve_model.get_latency_ms(start, end) == (end - start) * 1000
+    round_latencies_only_when_logged(logged=True)
+    assert kserve_model.get_latency_ms(start, end) == round((end - start) * 1000, 9)
+    assert kserve_model.get_latency_ms(start, end) != (end - start) * 1000
+
+
+def test_a_kserve_whose_model_call_times_steps_otherwise_fails_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def call(self: Model, body: object) -> object:
+        """What an upgrade that measured its steps otherwise might have."""
+        return body
+
+    monkeypatch.setattr(Model, "__call__", call)
+    with pytest.raises(BrokenAssumptionError, match="get_latency_ms"):
+        round_latencies_only_when_logged(logged=False)
