@@ -36,7 +36,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from predictor.internals import REQUESTS_AHEAD
+from predictor.internals import BODY_PARSED, REQUESTS_AHEAD
 from predictor.metrics import HTTP_TIMINGS
 from predictor.model import IrisModel
 from predictor.routes import V1_PREDICT, V2_INFER, RouteLabel, label_of, route_of
@@ -86,7 +86,8 @@ class _BodyDeadlines:
 
     A timer per read (``asyncio.timeout``) cost a heap push and a cancel on every
     request, nearly all of whose bodies have arrived whole; a read that is late
-    here is cancelled between ``seconds`` and 1.25 times ``seconds``.
+    here is cancelled between ``seconds`` and 1.25 times ``seconds``. A body the
+    protocol has already parsed whole (``BODY_PARSED``) is read without one.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -218,7 +219,7 @@ class RequestGuard:
             return
         self.in_flight += inference
         try:
-            limited = self._limited(receive, response)
+            limited = self._limited(scope, receive, response)
             if (
                 label is V1_PREDICT
                 and method == "POST"
@@ -286,7 +287,7 @@ class RequestGuard:
     def _too_large(self) -> str:
         return f"request body is larger than the limit of {self.max_body_bytes} bytes"
 
-    def _limited(self, receive: Receive, response: _Response) -> Receive:
+    def _limited(self, scope: Scope, receive: Receive, response: _Response) -> Receive:
         received = 0
         complete = False
 
@@ -299,7 +300,11 @@ class RequestGuard:
             if complete:
                 return await receive()
             try:
-                message = await self._deadlines.receive(receive)
+                message = await (
+                    receive()
+                    if BODY_PARSED in scope
+                    else self._deadlines.receive(receive)
+                )
             except TimeoutError:
                 raise fail(
                     408,

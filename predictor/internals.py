@@ -38,7 +38,9 @@ once, loudly, rather than quietly serving without a guarantee:
   time per connection: a pipelined one from ``on_response_complete`` of the one
   before. ``LimitedHttpToolsProtocol`` counts, server-wide, the connections whose
   request is started and not yet answered, and writes that number into each
-  request's scope (``REQUESTS_AHEAD``), for the guard to shed by.
+  request's scope (``REQUESTS_AHEAD``), for the guard to shed by. Its
+  ``on_message_complete`` (which sets the cycle's message event) marks the scope of
+  the request parsed whole (``BODY_PARSED``): that request's reads return at once.
 - A ``RequestResponseCycle`` writes through ``cycle.transport``: the head of its
   response (once ``response_started``, with ``chunked_encoding`` False when a
   Content-Length was given) and then the body. ``ResponseTransport`` sends the two
@@ -88,6 +90,9 @@ WRITTEN_AGAINST = {
 # The scope key under which each request carries the number of requests the whole
 # server had parsed, and not yet answered, when it was parsed.
 REQUESTS_AHEAD = "iris.requests_ahead"
+# Put in a request's scope once its whole body has been parsed: reading it cannot
+# wait, and needs no deadline.
+BODY_PARSED = "iris.body_parsed"
 
 SignalHandler = Callable[[int, FrameType | None], Any]
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -455,6 +460,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
       after httptools has parsed them whole.
     - Pipelining: at most ``max_pipelined`` requests are queued; the rest of what was
       read stays unparsed, and nothing more is read, until the queue drains.
+    - Each request's scope gets ``BODY_PARSED`` once its body has been parsed.
     - Each request's scope carries ``REQUESTS_AHEAD``: how many requests, on every
       connection, had been started and not answered when it was. A request that
       arrived whole never pauses at an await, so only this counts the ones that
@@ -547,6 +553,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_headers = True
         self._headers_ended = True
+        self.cycle.scope[BODY_PARSED] = True  # type: ignore[literal-required]
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
