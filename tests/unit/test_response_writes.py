@@ -17,6 +17,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
 from predictor.internals import (
+    BODY_PARSED,
     ConnectionLimits,
     LimitedHttpToolsProtocol,
     use_http_protocol,
@@ -148,6 +149,23 @@ def test_an_answered_request_is_freed_without_the_cyclic_collector() -> None:
         assert started[0]() is None
     finally:
         gc.enable()
+
+
+def test_a_request_parsed_whole_is_marked_so_in_its_scope() -> None:
+    """The guard reads such a body without a deadline: the read cannot wait."""
+    marked: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            marked.append(BODY_PARSED in scope)
+            await json_answer(scope, receive, send)
+
+    body = b'{"instances": [[1, 2, 3, 4]]}'
+    post = (
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    exchange(app, post, request())
+    assert marked == [True, True]
 
 
 def test_a_head_response_writes_its_head_alone() -> None:
