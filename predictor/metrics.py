@@ -10,12 +10,13 @@ the served model's schema; metric names stay as dashboards know them.
 
 Request durations are counted the same way (``Durations``): KServe's step histograms
 (``BatchedHistogram``, put in place of KServe's own by ``predictor.internals``) and
-the HTTP and gRPC request metrics (``RequestTimings``). Each is exported exactly as
-prometheus_client's Counter and Histogram of the same name would be.
+the HTTP and gRPC request metrics (``RequestTimings``). Each is exported with the
+samples prometheus_client's Counter and Histogram of the same name would give.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
@@ -92,6 +93,17 @@ _Pending = TypeVar("_Pending", bound=tuple[NDArray[Any], ...])
 _Batch = tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]
 
 
+def _le_labels(edges: Sequence[float]) -> list[str]:
+    """The ``le`` of each bucket, as prometheus_client writes it."""
+    return [*map(floatToGoString, edges), "+Inf"]
+
+
+def _cumulative(
+    bounds: Sequence[str], counts: NDArray[np.int64]
+) -> list[tuple[str, float]]:
+    return list(zip(bounds, np.cumsum(counts).astype(float).tolist(), strict=True))
+
+
 class _BatchHistograms:
     """Bucket counts and sums of one histogram per column, added a matrix at a time.
 
@@ -131,9 +143,10 @@ class _BatchHistograms:
         return float(self.batch_totals[column]) + float(self.row_totals[column])
 
     def buckets(self, column: int) -> list[tuple[str, float]]:
-        cumulative = np.cumsum(self.counts[column])
+        # These metrics' le labels are written with :g, as their series have always
+        # been named, not as prometheus_client writes them (_le_labels).
         bounds = [*(f"{edge:g}" for edge in self.edges[column]), "+Inf"]
-        return list(zip(bounds, cumulative.astype(float).tolist(), strict=True))
+        return _cumulative(bounds, self.counts[column])
 
 
 def feature_edges(metadata: ModelMetadata) -> NDArray[np.float64]:
@@ -187,8 +200,8 @@ class Durations:
     """One histogram series whose observations are counted in bulk.
 
     prometheus_client's Histogram takes two locks per observation, and its
-    ``time()`` makes a Timer: for the four histograms a one-row request updates,
-    more than parsing and predicting its row cost (bench/README.md). Here an
+    ``time()`` makes a Timer: for a one-row request, the largest part of what the
+    predictor added to the floor (bench/README.md, fourth round). Here an
     observation is one list append; the durations put aside are counted when
     PENDING_DURATIONS wait and at every scrape, and added to the sum in the order
     they came, as prometheus_client adds them.
@@ -232,17 +245,6 @@ class _Timing:
 
     def __exit__(self, *_: object) -> None:
         self._durations.observe(max(time.perf_counter() - self._started, 0.0))
-
-
-def _le_labels(edges: Sequence[float]) -> list[str]:
-    """The ``le`` of each bucket, as prometheus_client writes it."""
-    return [*map(floatToGoString, edges), "+Inf"]
-
-
-def _cumulative(
-    bounds: Sequence[str], counts: NDArray[np.int64]
-) -> list[tuple[str, float]]:
-    return list(zip(bounds, np.cumsum(counts).astype(float).tolist(), strict=True))
 
 
 class BatchedHistogram(Collector):
@@ -297,12 +299,13 @@ class BatchedHistogram(Collector):
 
 
 class RequestTimings(Collector):
-    """Requests answered, by ``label`` and code, and each one's duration.
+    """Requests answered, by ``label`` and code, and how long each took, by ``label``.
 
-    Exported as the Counter ``<requests>{label, code}`` and the Histogram
-    ``<durations>{label}`` that prometheus_client would export, but a request is
-    one ``Durations`` observation, of its (label, code) series, instead of an
-    update of each under its locks.
+    Exported with the samples of the Counter ``<requests>{label, code}`` and the
+    Histogram ``<durations>{label}`` prometheus_client would export, but a request
+    is two list appends, its duration to its label's ``Durations`` (so that the sum
+    adds up in the order requests came) and its code beside it, instead of an
+    update of each metric under its locks.
     """
 
     def __init__(
@@ -315,26 +318,41 @@ class RequestTimings(Collector):
         self.requests, self.durations, self.label = requests, durations, label
         self.edges = tuple(edges)
         self._bounds = _le_labels(self.edges)
-        self._series: dict[tuple[str, str], Durations] = {}
+        self._series: dict[str, tuple[Durations, Pending[str]]] = {}
+        # Held to count the codes put aside and to read the counts.
+        self._lock = threading.Lock()
+        self._answered: dict[tuple[str, str], int] = {}
 
     def observe(self, value: str, code: str, seconds: float) -> None:
-        series = self._series.get((value, code))
+        series = self._series.get(value)
         if series is None:
-            series = self._series.setdefault((value, code), Durations(self.edges))
-        series.observe(seconds)
+            series = self._series.setdefault(
+                value, (Durations(self.edges), Pending[str]())
+            )
+        durations, codes = series
+        codes.append(code)
+        if len(codes) >= PENDING_DURATIONS:
+            self._count_codes(value, codes)
+        durations.observe(seconds)
+
+    def _count_codes(self, value: str, codes: Pending[str]) -> None:
+        with self._lock:
+            for code, count in collections.Counter(codes.take()).items():
+                self._answered[value, code] = (
+                    self._answered.get((value, code), 0) + count
+                )
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        requests = CounterMetricFamily(*self.requests, labels=[self.label, "code"])
         durations = HistogramMetricFamily(*self.durations, labels=[self.label])
-        merged: dict[str, tuple[NDArray[np.int64], float]] = {}
-        for (value, code), series in list(self._series.items()):
-            counts, total = series.counted()
-            requests.add_metric([value, code], float(counts.sum()))
-            if value in merged:
-                counts, total = counts + merged[value][0], total + merged[value][1]
-            merged[value] = counts, total
-        for value, (counts, total) in merged.items():
+        for value, (timed, codes) in list(self._series.items()):
+            self._count_codes(value, codes)
+            counts, total = timed.counted()
             durations.add_metric([value], _cumulative(self._bounds, counts), total)
+        requests = CounterMetricFamily(*self.requests, labels=[self.label, "code"])
+        with self._lock:
+            answered = list(self._answered.items())
+        for (value, code), count in answered:
+            requests.add_metric([value, code], float(count))
         yield requests
         yield durations
 

@@ -7,7 +7,9 @@ import threading
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from predictor import metrics
 from predictor.metrics import (
     LATENCY_BUCKETS,
     PENDING_DURATIONS,
@@ -20,14 +22,30 @@ EDGES = Histogram.DEFAULT_BUCKETS[:-1]
 AWKWARD = [0.0, 0.005, 0.0050000001, 1e-9, 0.75, 10.0, 10.5, 1e9]
 
 
-def test_a_batched_histogram_exports_what_a_histogram_would() -> None:
-    """Past PENDING_DURATIONS, so that some values are counted before the scrape."""
+@pytest.fixture
+def few_pending(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Values are counted 64 at a time: each series passes the threshold many times."""
+    monkeypatch.setattr(metrics, "PENDING_DURATIONS", 64)
+    return 64
+
+
+def samples(registry: CollectorRegistry) -> list[tuple[str, tuple[object, ...], str]]:
+    """Each sample as the exposition writes it: name, labels and value, sorted."""
+    text = generate_latest(registry).decode()
+    return sorted(
+        (sample.name, tuple(sorted(sample.labels.items())), repr(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    )
+
+
+def test_a_batched_histogram_exports_what_a_histogram_would(few_pending: int) -> None:
     theirs, ours = CollectorRegistry(), CollectorRegistry()
     histogram = Histogram("step_seconds", "a step", ["model_name"], registry=theirs)
     batched = BatchedHistogram("step_seconds", "a step", ["model_name"], EDGES)
     ours.register(batched)
     draw = random.Random(7)  # noqa: S311 - a repeatable draw
-    values = AWKWARD + [draw.expovariate(50) for _ in range(PENDING_DURATIONS + 99)]
+    values = AWKWARD + [draw.expovariate(50) for _ in range(few_pending * 50 + 9)]
     for index, value in enumerate(values):
         name = "a" if index % 3 else "b"
         histogram.labels(model_name=name).observe(value)
@@ -60,8 +78,11 @@ def test_a_batched_histogram_refuses_labels_it_does_not_have() -> None:
         batched.labels("a", "b")
 
 
-def test_request_timings_export_what_a_counter_and_a_histogram_would() -> None:
-    """A route's sum adds each code's: durations exact in binary add up alike."""
+def test_request_timings_export_what_a_counter_and_a_histogram_would(
+    few_pending: int,
+) -> None:
+    """The same samples, each sum added in the order requests came; the series come
+    route by route, where prometheus_client writes them in the order first seen."""
     theirs, ours = CollectorRegistry(), CollectorRegistry()
     requests = Counter("web_requests", "requests", ["route", "code"], registry=theirs)
     durations = Histogram(
@@ -75,13 +96,14 @@ def test_request_timings_export_what_a_counter_and_a_histogram_would() -> None:
     )
     ours.register(timings)
     draw = random.Random(11)  # noqa: S311 - a repeatable draw
-    for _ in range(PENDING_DURATIONS * 2 + 5):
+    for _ in range(few_pending * 50 + 5):
         route, code = draw.choice(["/a", "/b"]), draw.choice(["200", "400", "503"])
-        seconds = draw.randrange(1 << 12) / (1 << 16)
+        seconds = draw.expovariate(100)
         requests.labels(route, code).inc()
         durations.labels(route).observe(seconds)
         timings.observe(route, code, seconds)
-    assert generate_latest(ours) == generate_latest(theirs)
+    assert samples(ours) == samples(theirs)
+    assert samples(ours) == samples(theirs)
 
 
 def test_observations_from_many_threads_are_all_counted() -> None:
