@@ -553,8 +553,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_headers = True
         self._headers_ended = True
-        self.cycle.scope[BODY_PARSED] = True  # type: ignore[literal-required]
         super().on_message_complete()
+        # Marked once uvicorn has set the cycle's more_body False and the event its
+        # receive waits on: not for an upgrade (which has no cycle of its own: the
+        # one here, if any, is the request before it, already marked) nor for a
+        # request already answered.
+        if self.cycle is not None and not self.cycle.more_body:
+            self.cycle.scope[BODY_PARSED] = True  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
         self._set_answering(False)

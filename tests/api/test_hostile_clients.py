@@ -439,6 +439,25 @@ def test_oversized_headers_are_refused_before_they_are_read_whole(
     assert limited.request("GET", "/")[0] == 200
 
 
+def test_a_websocket_upgrade_first_on_its_connection_is_refused_as_a_websocket(
+    predictor: PredictorProcess,
+) -> None:
+    """Handed to KServe's app, which serves no WebSocket: uvicorn refuses the
+    handshake with 403, not with 400 "Invalid HTTP request"."""
+    upgrade = raw_request(
+        "GET",
+        "/",
+        Upgrade="websocket",
+        Connection="Upgrade",
+        Sec_WebSocket_Key="dGhlIHNhbXBsZSBub25jZQ==",
+        Sec_WebSocket_Version="13",
+    )
+    with socket.create_connection(("127.0.0.1", predictor.port), timeout=10) as sock:
+        sock.sendall(upgrade)
+        assert status_of(sock) == 403
+    assert predictor.request("GET", "/")[0] == 200
+
+
 def test_too_many_small_headers_get_431(limited: PredictorProcess) -> None:
     headers = {f"X-{number}": "1" for number in range(150)}
     status, body = limited.request("GET", "/", headers=headers)
