@@ -160,6 +160,7 @@ class RequestGuard:
         }
         self._shed_body: Message = {"type": "http.response.body", "body": shed_body}
         self.v1_predict_path = f"/v1/models/{model.name}:predict"
+        self._v1_predict_label = label_of(self.v1_predict_path)
         self._deadlines = _BodyDeadlines(body_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,7 +169,9 @@ class RequestGuard:
             return
         started = time.perf_counter()
         path = scope["path"]
-        label = V1_PREDICT if path == self.v1_predict_path else label_of(path)
+        label = (
+            self._v1_predict_label if path == self.v1_predict_path else label_of(path)
+        )
         response = _Response()
         try:
             await self._answer(scope, label, response, receive, send)

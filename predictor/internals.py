@@ -66,7 +66,7 @@ from kserve import metrics as kserve_metrics
 from kserve import model as kserve_model
 from kserve.model import Model
 from kserve.protocol.rest import server as kserve_rest
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp
 from uvicorn.importer import import_from_string
@@ -85,6 +85,7 @@ WRITTEN_AGAINST = {
     "starlette": "1.10.0",
     "uvicorn": "0.54.0",
     "httptools": "0.9.0",
+    "prometheus_client": "0.26.0",
 }
 
 # The scope key under which each request carries the number of requests the whole
@@ -225,11 +226,11 @@ KSERVE_STEP_HISTOGRAMS = (
 )
 
 
-def batch_step_histograms() -> None:
+def batch_step_histograms(registry: CollectorRegistry = REGISTRY) -> None:
     """Have KServe's ``Model.__call__`` time its steps into ``BatchedHistogram``s.
 
-    Each is exported in place of KServe's histogram of the same name, labels and
-    buckets, which nothing else observes.
+    Each is exported, by ``registry``, in place of KServe's histogram of the same
+    name, labels and buckets, which nothing else observes.
     """
     require(
         set(KSERVE_STEP_HISTOGRAMS) <= set(Model.__call__.__code__.co_names),
@@ -241,24 +242,30 @@ def batch_step_histograms() -> None:
         metric = getattr(kserve_model, name, None)
         if isinstance(metric, BatchedHistogram):
             continue
-        histogram = f"kserve.model.{name} is kserve.metrics' prometheus Histogram"
+        kserves = f"kserve.model.{name} is kserve.metrics' prometheus Histogram"
         if not isinstance(metric, Histogram):
-            raise BrokenAssumptionError(histogram)
-        require(metric is getattr(kserve_metrics, name, None), histogram)
+            raise BrokenAssumptionError(kserves)
+        require(metric is getattr(kserve_metrics, name, None), kserves)
         edges = list(getattr(metric, "_upper_bounds", []))
         labelnames = getattr(metric, "_labelnames", None)
-        if edges[-1:] != [math.inf] or not isinstance(labelnames, tuple):
+        series = getattr(metric, "_metrics", None)
+        if (
+            edges[-1:] != [math.inf]
+            or not isinstance(labelnames, tuple)
+            or not isinstance(series, dict)
+        ):
             raise BrokenAssumptionError(
-                f"prometheus_client keeps {name}'s upper bounds and label names"
+                f"prometheus_client keeps {name}'s upper bounds, label names and "
+                "series in _upper_bounds, _labelnames and _metrics"
             )
         # Only at start, before anything has been observed into it.
-        require(not getattr(metric, "_metrics", True), f"{name} has no series yet")
+        require(not series, f"{name} has no series yet")
         (described,) = metric.describe()
         batched = BatchedHistogram(
             described.name, described.documentation, labelnames, edges[:-1]
         )
-        REGISTRY.unregister(metric)
-        REGISTRY.register(batched)
+        registry.unregister(metric)
+        registry.register(batched)
         setattr(kserve_model, name, batched)
         setattr(kserve_metrics, name, batched)
 
@@ -267,9 +274,10 @@ def round_latencies_only_when_logged(logged: bool) -> None:
     """Unless the latency log line is on, KServe's step latencies go unrounded.
 
     ``Model.__call__`` turns each step's time into milliseconds with
-    ``get_latency_ms``, which rounds them with ``round(x, 9)``: a tenth of what
-    ``Model.__call__`` costs, for numbers only its ``enable_latency_logging`` line
-    prints. With that line off, the difference is not rounded.
+    ``get_latency_ms``, which rounds them with ``round(x, 9)`` (a large part of what
+    ``Model.__call__`` costs: bench/README.md, fourth round), for numbers only its
+    ``enable_latency_logging`` line prints. With that line off, the difference is
+    not rounded.
     """
     require(
         {"get_latency_ms", "enable_latency_logging"}

@@ -14,7 +14,7 @@ from kserve import metrics as kserve_metrics
 from kserve import model as kserve_model
 from kserve.model import Model
 from kserve.protocol.rest.server import TimingMiddleware
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from predictor.internals import (
@@ -169,40 +169,53 @@ def test_the_bound_socket_is_served_through_as_many_descriptors_as_listeners() -
         asyncio.run(rest._server.serve(sockets=[]))
 
 
-def test_kserves_step_histograms_are_batched_and_exported_in_their_place() -> None:
-    originals = {
-        name: getattr(kserve_metrics, name)
-        for name in KSERVE_STEP_HISTOGRAMS
-        if isinstance(getattr(kserve_metrics, name), Histogram)
-    }
-    batch_step_histograms()
-    batch_step_histograms()
-    collectors = set(REGISTRY._collector_to_names)
+@pytest.fixture
+def kserves_histograms(monkeypatch: pytest.MonkeyPatch) -> CollectorRegistry:
+    """KServe's step histograms as KServe makes them, unobserved, in a registry of
+    their own; the process's own are put back after the test."""
+    registry = CollectorRegistry()
+    for name in KSERVE_STEP_HISTOGRAMS:
+        histogram = Histogram(
+            f"test_{name.lower()}", name, ["model_name"], registry=registry
+        )
+        monkeypatch.setattr(kserve_model, name, histogram)
+        monkeypatch.setattr(kserve_metrics, name, histogram)
+    return registry
+
+
+def test_kserves_step_histograms_are_batched_and_exported_in_their_place(
+    kserves_histograms: CollectorRegistry,
+) -> None:
+    registry = kserves_histograms
+    originals = {name: getattr(kserve_model, name) for name in KSERVE_STEP_HISTOGRAMS}
+    sample = registry.get_sample_value
+    batch_step_histograms(registry)
+    batch_step_histograms(registry)
+    collectors = set(registry._collector_to_names)
     for name in KSERVE_STEP_HISTOGRAMS:
         batched = getattr(kserve_model, name)
         assert isinstance(batched, BatchedHistogram)
         assert getattr(kserve_metrics, name) is batched
+        assert batched.name == originals[name].describe()[0].name
+        assert batched.edges == tuple(Histogram.DEFAULT_BUCKETS[:-1])
         assert batched in collectors
-        assert not collectors & {originals.get(name)}
+        assert originals[name] not in collectors
         child = batched.labels(model_name="a-model")
         assert batched.labels("a-model") is child
         child.observe(0.25)
-        assert REGISTRY.get_sample_value(
-            f"{batched.name}_bucket", {"model_name": "a-model", "le": "0.25"}
-        ) == REGISTRY.get_sample_value(
-            f"{batched.name}_count", {"model_name": "a-model"}
+        assert (
+            sample(f"{batched.name}_bucket", {"model_name": "a-model", "le": "0.25"})
+            == sample(f"{batched.name}_count", {"model_name": "a-model"})
+            == 1
         )
 
 
 def test_a_step_histogram_with_series_already_is_not_replaced(
-    monkeypatch: pytest.MonkeyPatch,
+    kserves_histograms: CollectorRegistry,
 ) -> None:
-    observed = Histogram("observed_seconds", "observed", ["model_name"], registry=None)
-    observed.labels(model_name="a-model").observe(1)
-    monkeypatch.setattr(kserve_model, "PRE_HIST_TIME", observed)
-    monkeypatch.setattr(kserve_metrics, "PRE_HIST_TIME", observed)
+    kserve_model.PRE_HIST_TIME.labels(model_name="a-model").observe(1)
     with pytest.raises(BrokenAssumptionError, match="PRE_HIST_TIME has no series"):
-        batch_step_histograms()
+        batch_step_histograms(kserves_histograms)
 
 
 def test_a_kserve_whose_model_call_reads_other_histograms_fails_the_check(
