@@ -4,8 +4,10 @@ fails loudly, naming its assumption, when that assumption no longer holds."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import socket
+from collections.abc import Callable
 
 import pytest
 import uvicorn
@@ -218,16 +220,24 @@ def test_a_step_histogram_with_series_already_is_not_replaced(
         batch_step_histograms(kserves_histograms)
 
 
-def test_a_kserve_whose_model_call_reads_other_histograms_fails_the_check(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("reach", "assumption"),
+    [
+        (batch_step_histograms, "PRE_HIST_TIME"),
+        (functools.partial(round_latencies_only_when_logged, False), "get_latency_ms"),
+    ],
+    ids=["step histograms", "latency rounding"],
+)
+def test_a_kserve_whose_model_call_times_its_steps_otherwise_fails_the_check(
+    monkeypatch: pytest.MonkeyPatch, reach: Callable[[], None], assumption: str
 ) -> None:
     async def call(self: Model, body: object) -> object:
         """What an upgrade that timed its steps otherwise might have."""
         return body
 
     monkeypatch.setattr(Model, "__call__", call)
-    with pytest.raises(BrokenAssumptionError, match="PRE_HIST_TIME"):
-        batch_step_histograms()
+    with pytest.raises(BrokenAssumptionError, match=assumption):
+        reach()
 
 
 def test_step_latencies_are_rounded_only_for_the_latency_log_line(
@@ -240,15 +250,3 @@ def test_step_latencies_are_rounded_only_for_the_latency_log_line(
     round_latencies_only_when_logged(logged=True)
     assert kserve_model.get_latency_ms(start, end) == round((end - start) * 1000, 9)
     assert kserve_model.get_latency_ms(start, end) != (end - start) * 1000
-
-
-def test_a_kserve_whose_model_call_times_steps_otherwise_fails_the_check(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def call(self: Model, body: object) -> object:
-        """What an upgrade that measured its steps otherwise might have."""
-        return body
-
-    monkeypatch.setattr(Model, "__call__", call)
-    with pytest.raises(BrokenAssumptionError, match="get_latency_ms"):
-        round_latencies_only_when_logged(logged=False)
