@@ -1,8 +1,8 @@
 """The floor: what any server keeping KServe's ``Model.__call__`` pays for a 1-row
 prediction. A bare ASGI app under uvicorn, as the ceiling, that answers every POST
 with the predictor's own v1 answer (``predictor.v1_predict``: orjson, then
-``IrisModel`` through ``Model.__call__``, with KServe's three histograms (their
-children looked up once, as the predictor does), our checks,
+``IrisModel`` through ``Model.__call__``, with KServe's three histograms (counted in
+bulk, as the predictor counts them), our checks,
 grid and per-row statistics); nothing else: no guard, no limits, no HTTP metrics, no
 other route.
 
