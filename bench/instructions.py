@@ -17,18 +17,13 @@ times slower, so the counts, not the rates, are the result.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from bench.http_load import published_default_model
-from bench.servers import free_port
+from bench.http_load import pid_listening, published_default_model
+from bench.servers import running
 from bench.serving import Load, drive
 
 SERVERS = {"ceiling": "bench.ceiling", "floor": "bench.floor", "iris": "predictor"}
@@ -38,55 +33,26 @@ LOAD = Load("1 row, c=16", 1, 16)
 def instructions_per_request(module: str, store: str, seconds: int) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         counts = Path(scratch) / "callgrind.out"
-        port = free_port()
-        command = [
+        callgrind = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={counts}",
-            sys.executable,
-            "-m",
-            module,
-            "--model_uri",
-            store,
-            "--http_port",
-            str(port),
         ]
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
-        server = subprocess.Popen(
-            command,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_ready(port, server)
+        # Under valgrind a server starts in minutes and writes its counts as it stops:
+        # both are waited for ten times as long as usual.
+        with running(module, ["--model_uri", store], under=callgrind, slower=10) as (
+            port,
+            _,
+        ):
+            pid = pid_listening(port)
             drive(port, LOAD, 3, Path(scratch))  # warm-up, not counted
-            callgrind_control("--instr=on", server.pid)
+            callgrind_control("--instr=on", pid)
             measured = drive(port, LOAD, seconds, Path(scratch))
-            callgrind_control("--instr=off", server.pid)
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=300)
+            callgrind_control("--instr=off", pid)
         # wrk's rate times its duration: the requests it completed, to within one.
         requests = measured.requests_per_second * seconds
         return total_instructions(counts) / requests
-
-
-def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
-    """Under valgrind, start-up takes minutes."""
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/v1/models/iris", timeout=5
-            ):
-                return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError("the server never became ready under valgrind")
 
 
 def callgrind_control(switch: str, pid: int) -> None:

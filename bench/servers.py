@@ -21,11 +21,19 @@ def free_port() -> int:
 
 @contextmanager
 def running(
-    module: str, args: Sequence[str], cpu: int | None = None
+    module: str,
+    args: Sequence[str],
+    cpu: int | None = None,
+    under: Sequence[str] = (),
+    slower: float = 1,
 ) -> Iterator[tuple[int, float]]:
-    """Run ``python -m module args --http_port P``; yield (port, seconds to ready)."""
+    """Run ``python -m module args --http_port P``; yield (port, seconds to ready).
+
+    ``under`` is a command the server runs under (valgrind), which makes it
+    ``slower`` times slower: its start and its stop are waited for that much longer.
+    """
     port = free_port()
-    command = [sys.executable, "-m", module, *args, "--http_port", str(port)]
+    command = [*under, sys.executable, "-m", module, *args, "--http_port", str(port)]
     if cpu is not None:
         command = ["taskset", "-c", str(cpu), *command]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("IRIS_")}
@@ -34,22 +42,26 @@ def running(
         command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        ready_after = _wait_ready(port, process, started, command[-5:])
+        ready_after = _wait_ready(port, process, started, command[-5:], 120 * slower)
         yield port, ready_after
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=30 * slower)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
 
 
 def _wait_ready(
-    port: int, process: subprocess.Popen[bytes], started: float, name: Sequence[str]
+    port: int,
+    process: subprocess.Popen[bytes],
+    started: float,
+    name: Sequence[str],
+    seconds: float,
 ) -> float:
     url = f"http://127.0.0.1:{port}/v1/models/iris"
-    while time.perf_counter() - started < 120:
+    while time.perf_counter() - started < seconds:
         if process.poll() is not None:
             raise RuntimeError(f"{' '.join(name)} exited with {process.returncode}")
         try:
